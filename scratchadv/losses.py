@@ -1,0 +1,54 @@
+"""The one loss, and everything derived from it by differentiation.
+
+==============================  ===========================================
+use                             how
+==============================  ===========================================
+training                        ``grad(loss, 0)(params, x, y)``  (d/dW)
+attacks                         ``grad(loss, 1)(params, x, y)``  (d/dx)
+gradient regularization         ``gradient_regularized_loss`` differentiated
+                                w.r.t. params (double backpropagation)
+==============================  ===========================================
+"""
+import autograd.numpy as np
+from autograd import grad
+
+from .model import predict
+from .ops import cross_entropy, log_softmax, one_hot
+
+
+def loss(params, x, y, predict_fn=predict):
+    """Mean cross-entropy of the model's logits.  x: (N, 1, 28, 28); y: (N,) int -> scalar."""
+    return cross_entropy(predict_fn(params, x), y)
+
+
+def per_example_loss(params, x, y, predict_fn=predict):
+    """Cross-entropy of each example: (N,). Its sum is N * loss(params, x, y)."""
+    logits = predict_fn(params, x)
+    return -np.sum(log_softmax(logits) * one_hot(y, logits.shape[1], logits.dtype), axis=1)
+
+
+def input_gradient(params, x, y, predict_fn=predict):
+    """d loss / d x for each image: (N, 1, 28, 28).
+
+    This is the gradient of the *summed* per-example loss, so row i is d loss_i / d x_i
+    and does not shrink with the batch size (the batch-mean loss's gradient is this / N).
+    """
+    return grad(lambda xx: np.sum(per_example_loss(params, xx, y, predict_fn)))(x)
+
+
+def gradient_regularized_loss(params, x, y, lam, predict_fn=predict):
+    """loss + lam * (1/N) sum_i ||d loss_i / d x_i||_2^2   (double backpropagation).
+
+    Drucker & LeCun (1992); Ross & Doshi-Velez (2018), "Improving the adversarial
+    robustness and interpretability of deep neural networks by regularizing their input
+    gradients". Scaling of ``lam``: the penalty is the batch mean of the squared L2 norm
+    of each example's own loss gradient d loss_i / d x_i (per-example, not the gradient of
+    the batch-mean loss, which would shrink as 1/N^2). It is differentiable w.r.t.
+    params to any order because every primitive's VJP is built from primitives.
+    """
+    def summed(xx):
+        return np.sum(per_example_loss(params, xx, y, predict_fn))
+    g = grad(summed)(x)
+    n = x.shape[0]
+    penalty = np.sum(g * g) / n
+    return summed(x) / n + lam * penalty
