@@ -49,9 +49,13 @@ def init_params(seed=0, dtype=onp.float32):
     (Keras ``glorot_uniform``). ``seed`` is an int or a ``numpy.random.Generator``.
     Returns a new dict of arrays of ``dtype``.
     """
+    return _glorot(PARAM_SPECS, seed, dtype)
+
+
+def _glorot(specs, seed, dtype):
     rng = seed if isinstance(seed, onp.random.Generator) else onp.random.default_rng(seed)
     params = {}
-    for name, (shape, fan_in, fan_out) in PARAM_SPECS.items():
+    for name, (shape, fan_in, fan_out) in specs.items():
         if fan_in is None:
             params[name] = onp.zeros(shape, dtype=dtype)
         else:
@@ -74,14 +78,80 @@ def predict(params, x):
     return dense(h, params["dense2.weight"], params["dense2.bias"])
 
 
-def predict_batched(params, x, batch_size=1000):
+def predict_batched(params, x, batch_size=1000, predict_fn=predict):
     """Logits for many images without autograd, in batches to bound memory. -> (N, 10)."""
-    out = [predict(params, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    out = [predict_fn(params, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     if not out:
         return onp.zeros((0, NUM_CLASSES), dtype=x.dtype)
     return onp.concatenate(out)
 
 
-def accuracy(params, x, y, batch_size=1000):
+def accuracy(params, x, y, batch_size=1000, predict_fn=predict):
     """Fraction of x classified as y."""
-    return float(onp.mean(onp.argmax(predict_batched(params, x, batch_size), 1) == y))
+    return float(onp.mean(onp.argmax(predict_batched(params, x, batch_size, predict_fn), 1) == y))
+
+
+# ---------------------------------------------------------------------------
+# Shallow models from the same ops (the lecture's "shallow nets are more robust")
+# ---------------------------------------------------------------------------
+
+SOFTMAX_SPECS = {
+    "dense1.weight": ((10, 784), 784, 10),
+    "dense1.bias": ((10,), None, None),
+}
+
+MLP_SPECS = {
+    "dense1.weight": ((100, 784), 784, 100),
+    "dense1.bias": ((100,), None, None),
+    "dense2.weight": ((10, 100), 100, 10),
+    "dense2.bias": ((10,), None, None),
+}
+
+
+def predict_softmax(params, x):
+    """Softmax regression (multinomial logistic regression): (N, 1, 28, 28) -> (N, 10) logits."""
+    return dense(flatten(x), params["dense1.weight"], params["dense1.bias"])
+
+
+def predict_mlp(params, x):
+    """One hidden layer of 100 ReLUs: (N, 1, 28, 28) -> (N, 10) logits."""
+    h = relu(dense(flatten(x), params["dense1.weight"], params["dense1.bias"]))
+    return dense(h, params["dense2.weight"], params["dense2.bias"])
+
+
+class Architecture:
+    """A named model: its parameter specs, its init and its pure predict function."""
+
+    def __init__(self, name, specs, predict_fn, description):
+        self.name = name
+        self.specs = specs
+        self.predict = predict_fn
+        self.description = description
+
+    def param_shapes(self):
+        return {k: v[0] for k, v in self.specs.items()}
+
+    def init_params(self, seed=0, dtype=onp.float32):
+        return _glorot(self.specs, seed, dtype)
+
+    def __repr__(self):
+        return f"Architecture({self.name!r})"
+
+
+#: every model the library knows, by the name stored in checkpoints
+ARCHITECTURES = {
+    ARCHITECTURE: Architecture(ARCHITECTURE, PARAM_SPECS, predict,
+                               "the lecture CNN: conv 10@5x5, pool, conv 20@5x5, pool, dense 100, dense 10"),
+    "softmax-v1": Architecture("softmax-v1", SOFTMAX_SPECS, predict_softmax,
+                               "softmax regression: dense 10 on the 784 pixels"),
+    "mlp-v1": Architecture("mlp-v1", MLP_SPECS, predict_mlp,
+                           "one-hidden-layer MLP: dense 100 + ReLU, dense 10"),
+}
+
+
+def get_architecture(name):
+    """The :class:`Architecture` called ``name`` (raises ``ValueError`` listing the known ones)."""
+    try:
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"architecture: expected one of {sorted(ARCHITECTURES)}, got {name!r}") from None
