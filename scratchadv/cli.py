@@ -5,6 +5,7 @@ with ``@command``. Errors in the user's input (``ValueError``, ``TypeError``,
 ``DataError``, ``CheckpointError``) become one line on stderr and exit status 2.
 """
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -37,6 +38,135 @@ def _floats(text):
 
 # ---------------------------------------------------------------------------
 # Sub-commands are defined below, one section each.
+# ---------------------------------------------------------------------------
+
+
+# --- train -----------------------------------------------------------------
+
+def state_path_for(out):
+    """The training-state file kept beside a model file: runs/m.npz -> runs/m.state.npz."""
+    root, ext = os.path.splitext(out)
+    return root + ".state" + (ext or ".npz")
+
+
+@command("train", help="train a model on MNIST (optionally with a defense)")
+def _add_train(p):
+    p.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    p.add_argument("--optimizer", default="rmsprop", choices=["rmsprop", "sgd", "adam"],
+                   help="default rmsprop (Keras defaults: lr 1e-3, rho 0.9, eps 1e-7)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
+    p.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and attacks (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--architecture", default="lecture-cnn-v1",
+                   help="lecture-cnn-v1 (default), mlp-v1 or softmax-v1")
+    p.add_argument("--out", default="runs/model.npz", help="model file to write (default runs/model.npz)")
+    p.add_argument("--metrics", default=None, help="write a JSON summary here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the training state saved beside --out (OUT.state.npz)")
+    p.add_argument("--data", default=None, help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    d = p.add_argument_group("defenses")
+    d.add_argument("--defense", default="none", choices=["none", "pgd", "gradreg"],
+                   help="pgd: adversarial (min-max) training; gradreg: input-gradient regularization")
+    d.add_argument("--eps", type=float, default=None, help="pgd: Linf radius of the training attack")
+    d.add_argument("--pgd-steps", type=int, default=None, help="pgd: attack steps per batch")
+    d.add_argument("--pgd-step-size", type=float, default=None, help="pgd: attack step size")
+    d.add_argument("--clean-frac", type=float, default=None, help="pgd: fraction of clean images per batch")
+    d.add_argument("--eps-warmup", type=float, default=None, help="pgd: epochs over which eps ramps up")
+    d.add_argument("--lam", type=float, default=None, help="gradreg: weight of the squared input gradient")
+
+
+@_add_train.run
+def _run_train(args):
+    import signal
+    import time
+
+    from .checkpoint import save_model
+    from .data import load_mnist
+    from .fileio import atomic_write_json, check_writable
+    from .model import get_architecture
+    from .optim import get_optimizer
+    from .train import TrainingInterrupted, evaluate_split, fit
+    from .validate import check_int
+
+    check_int(args.epochs, "--epochs", minimum=1)
+    check_int(args.batch_size, "--batch-size", minimum=1)
+    check_int(args.seed, "--seed", minimum=0)
+    if args.limit is not None:
+        check_int(args.limit, "--limit", minimum=1, maximum=60000)
+    arch = get_architecture(args.architecture)
+    optimizer = get_optimizer(args.optimizer, args.lr)
+    check_writable(args.out, "--out")
+    check_writable(args.metrics, "--metrics")
+    state_path = state_path_for(args.out)
+    check_writable(state_path, "--out (training state)")
+
+    loss_fn, transform, defense_cfg = None, None, {"defense": "none"}
+    defense_opts = {k: getattr(args, k) for k in
+                    ("eps", "pgd_steps", "pgd_step_size", "clean_frac", "eps_warmup", "lam")}
+    if args.defense == "none":
+        given = [k for k, v in defense_opts.items() if v is not None]
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')}: only meaningful with --defense pgd|gradreg")
+    else:
+        from .defenses import make_defense
+        loss_fn, transform, defense_cfg = make_defense(
+            args.defense, epochs=args.epochs, predict_fn=arch.predict, **defense_opts)
+
+    x_train, y_train, x_test, y_test = load_mnist(args.data)
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+
+    def on_term(signum, frame):          # `kill` saves the state like Ctrl-C does
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, on_term)
+    t0 = time.perf_counter()
+    try:
+        params, history = fit(
+            arch.init_params(args.seed), x_train, y_train, x_val=x_test, y_val=y_test,
+            epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
+            loss_fn=loss_fn, batch_transform=transform, predict_fn=arch.predict,
+            architecture=arch.name, checkpoint_path=state_path, resume=args.resume,
+            verbose=not args.quiet, config={"limit": args.limit, **defense_cfg})
+    except TrainingInterrupted as e:
+        print(f"scratchadv train: {e}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    seconds = time.perf_counter() - t0
+    _, train_acc = evaluate_split(params, x_train, y_train, arch.predict)
+    test_loss, test_acc = evaluate_split(params, x_test, y_test, arch.predict)
+    config = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": optimizer.name,
+              **{"opt_" + k: v for k, v in optimizer.hyper.items()}, "seed": args.seed,
+              "limit": args.limit, **defense_cfg}
+    save_model(args.out, params, arch.name, config=config, history=history,
+               extra={"train_acc": train_acc, "test_acc": test_acc})
+    metrics = {"architecture": arch.name, "train_acc": train_acc, "test_acc": test_acc,
+               "test_loss": test_loss, "epochs": args.epochs, "seconds": seconds,
+               "seconds_per_epoch": history["seconds"], "config": config, "history": history,
+               "model": os.path.abspath(args.out)}
+    if args.metrics:
+        atomic_write_json(args.metrics, metrics)
+    print(f"train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f} "
+          f"({seconds:.0f}s) -> {args.out}")
+    return 0
+
+
+# --- info ------------------------------------------------------------------
+
+@command("info", help="print what a model or training-state file holds")
+def _add_info(p):
+    p.add_argument("model", help="a .npz written by scratchadv")
+
+
+@_add_info.run
+def _run_info(args):
+    from .checkpoint import describe
+    print(describe(args.model))
+    return 0
+
+
 # ---------------------------------------------------------------------------
 
 

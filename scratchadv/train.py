@@ -1,0 +1,230 @@
+"""Training: shuffled mini-batches, epochs, validation, history, checkpoints, resume.
+
+``fit`` is a loop around ``params, state = opt.update(params, grad(loss_fn)(params, xb, yb), state)``.
+Everything random is derived from ``seed`` by position, not by a running generator:
+
+- the order of epoch ``e`` is ``default_rng([seed, e]).permutation(N)``;
+- the Generator handed to ``batch_transform`` for batch ``b`` of epoch ``e`` is
+  ``default_rng([seed, e, b])``.
+
+So a run interrupted anywhere and resumed from its training state computes exactly the
+same sequence of updates as an uninterrupted run: the final weights are bit-identical.
+
+Faults: the training state (params, optimizer state, position, running sums, history)
+is written atomically at the end of every epoch and when training is interrupted
+(Ctrl-C / SIGTERM in the CLI). A non-finite loss raises :class:`TrainingDiverged`
+before the bad update is applied; the last good state on disk is kept.
+"""
+import hashlib
+import os
+import time
+
+import numpy as onp
+from autograd import grad
+from autograd.tracer import getval
+
+from .checkpoint import CheckpointError, load_training_state, save_training_state
+from .losses import loss as default_loss
+from .model import ARCHITECTURE, ARCHITECTURES, predict
+from .ops import cross_entropy
+from .optim import rmsprop
+from .progress import Progress
+from .validate import check_images, check_int, check_labels, check_params
+
+__all__ = ["fit", "TrainingDiverged", "TrainingInterrupted", "evaluate_split", "data_fingerprint"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good training state was kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (or SIGTERM in the CLI) after saving its state."""
+
+    def __init__(self, message, state_path=None):
+        super().__init__(message)
+        self.state_path = state_path
+
+
+def data_fingerprint(x, y):
+    """A short SHA-256 over labels and a strided sample of images: resume refuses other data."""
+    h = hashlib.sha256()
+    h.update(str(x.shape).encode())
+    h.update(onp.ascontiguousarray(y).tobytes())
+    h.update(onp.ascontiguousarray(x[::97]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def evaluate_split(params, x, y, predict_fn=predict, batch_size=1000):
+    """(mean cross-entropy, accuracy) over a whole split, batched, without autograd."""
+    total, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        logits = predict_fn(params, x[i:i + batch_size])
+        yb = y[i:i + batch_size]
+        total += float(cross_entropy(logits, yb)) * len(yb)
+        correct += int(onp.sum(onp.argmax(logits, 1) == yb))
+    return total / len(x), correct / len(x)
+
+
+def _arch_of(predict_fn, architecture):
+    if architecture is not None:
+        return architecture
+    for name, arch in ARCHITECTURES.items():
+        if arch.predict is predict_fn:
+            return name
+    return ARCHITECTURE
+
+
+def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, optimizer=None,
+        seed=0, loss_fn=None, batch_transform=None, predict_fn=predict, architecture=None,
+        checkpoint_path=None, resume=False, verbose=True, config=None, callbacks=()):
+    """Train ``params`` on (x, y) and return ``(params, history)``.
+
+    params: dict of arrays (the dtype of x, usually float32); x: (N, 1, 28, 28) in [0, 1];
+    y: (N,) int labels. ``x_val``/``y_val``: evaluated after every epoch (the lecture uses
+    the test set as Keras ``validation_data``). ``optimizer``: an ``optim.Optimizer``
+    (default RMSprop with Keras defaults). ``loss_fn(params, xb, yb)``: the scalar to
+    minimise (default ``losses.loss``). ``batch_transform(params, xb, yb, rng, epoch) ->
+    (xb, yb)`` runs before each step (adversarial training replaces xb by attacks on the
+    current params). ``checkpoint_path``: training-state file written each epoch and on
+    interruption; with ``resume=True`` training continues from it. ``callbacks``:
+    functions ``cb(epoch, history, params)`` called after each epoch.
+
+    history: dict of per-epoch lists ``loss``, ``accuracy`` (running means over the
+    epoch's batches, as Keras reports), ``val_loss``, ``val_accuracy``, ``seconds``.
+    """
+    architecture = _arch_of(predict_fn, architecture)
+    check_images(x, "x")
+    check_labels(y, len(x), "y")
+    if x_val is not None or y_val is not None:
+        if x_val is None or y_val is None:
+            raise ValueError("x_val/y_val: expected both or neither, got only one")
+        check_images(x_val, "x_val")
+        check_labels(y_val, len(x_val), "y_val")
+    epochs = check_int(epochs, "epochs", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    check_params(params, ARCHITECTURES[architecture].param_shapes())
+    pdt = next(iter(params.values())).dtype
+    if pdt != x.dtype:
+        raise TypeError(f"params: expected the dtype of x ({x.dtype}), got {pdt}; "
+                        "cast one of them explicitly")
+    optimizer = optimizer if optimizer is not None else rmsprop()
+
+    n = len(x)
+    nb = -(-n // batch_size)
+    fingerprint = data_fingerprint(x, y)
+    run_config = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size,
+                  "seed": seed, "optimizer": optimizer.name, **{"opt_" + k: v for k, v in optimizer.hyper.items()},
+                  "n_train": n, "data": fingerprint}
+    if config:
+        run_config.update(config)
+
+    params = {k: onp.array(v) for k, v in params.items()}
+    opt_state = optimizer.init(params)
+    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "seconds": []}
+    start_epoch, start_batch, sums = 0, 0, [0.0, 0, 0, 0.0]   # loss*count, correct, count, seconds
+
+    if resume and checkpoint_path and os.path.exists(checkpoint_path):
+        params, opt_state, meta = load_training_state(checkpoint_path)
+        saved = meta.get("config", {})
+        for key in ("architecture", "batch_size", "seed", "optimizer", "n_train", "data"):
+            if saved.get(key) != run_config.get(key):
+                raise CheckpointError(
+                    f"{checkpoint_path}: cannot resume: {key} was {saved.get(key)!r} in the saved run, "
+                    f"now {run_config.get(key)!r}")
+        if next(iter(params.values())).dtype != x.dtype:
+            raise CheckpointError(f"{checkpoint_path}: saved params are {next(iter(params.values())).dtype}, "
+                                  f"data is {x.dtype}")
+        start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
+        sums = list(meta["sums"])
+        history = meta["history"]
+        if verbose:
+            print(f"resuming from {checkpoint_path}: epoch {start_epoch + 1}, batch {start_batch}/{nb}")
+    elif resume and verbose:
+        print(f"no training state at {checkpoint_path!r}; starting from scratch")
+
+    def save_state(epoch, batch, p, s, sm, hist):
+        if checkpoint_path:
+            save_training_state(checkpoint_path, p, s, {
+                "architecture": architecture, "config": run_config, "epoch": epoch,
+                "batch": batch, "sums": sm, "history": hist})
+
+    step_grad = grad(loss_fn) if loss_fn is not None else None
+    seen = {}
+
+    def default_objective(p, xb, yb):
+        logits = predict_fn(p, xb)
+        seen["logits"] = getval(logits)
+        return cross_entropy(logits, yb)
+
+    default_grad = grad(default_objective)
+
+    # st = (params, opt_state, epoch, next batch, sums) is replaced in one assignment after
+    # every applied update, so an interrupt anywhere leaves a consistent position to save.
+    zero = [0.0, 0, 0, 0.0]
+    st = (params, opt_state, start_epoch, start_batch, sums if start_batch else list(zero))
+    try:
+        for epoch in range(start_epoch, epochs):
+            if st[2] != epoch:
+                st = (st[0], st[1], epoch, 0, list(zero))
+            perm = onp.random.default_rng([seed, epoch]).permutation(n)
+            bar = Progress(total=nb, desc=f"epoch {epoch + 1}/{epochs}", enable=verbose)
+            bar.n = st[3]
+            t0 = time.perf_counter()
+            for batch in range(st[3], nb):
+                params, opt_state, _, _, sums = st
+                idx = perm[batch * batch_size:(batch + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if batch_transform is not None:
+                    xb, yb = batch_transform(params, xb, yb,
+                                             onp.random.default_rng([seed, epoch, batch]), epoch)
+                if step_grad is None:
+                    grads = default_grad(params, xb, yb)
+                    logits = seen.pop("logits")
+                    # cross_entropy of the stored logits = the loss just differentiated
+                    value = float(cross_entropy(logits, yb))
+                else:
+                    grads = step_grad(params, xb, yb)
+                    logits = predict_fn(params, xb)
+                    value = float(loss_fn(params, xb, yb))
+                if not onp.isfinite(value) or not all(onp.all(onp.isfinite(g)) for g in grads.values()):
+                    raise TrainingDiverged(
+                        f"loss is {value} at epoch {epoch + 1}, batch {batch + 1}: training diverged "
+                        f"(try a smaller --lr); the last good state is kept"
+                        + (f" in {checkpoint_path}" if checkpoint_path else ""))
+                correct = int(onp.sum(onp.argmax(logits, 1) == yb))
+                new_params, new_state = optimizer.update(params, grads, opt_state)
+                st = (new_params, new_state, epoch, batch + 1,
+                      [sums[0] + value * len(yb), sums[1] + correct, sums[2] + len(yb), sums[3]])
+                bar.update(1)
+                if batch % 10 == 0 or batch == nb - 1:
+                    bar.set_postfix(loss=st[4][0] / st[4][2], acc=st[4][1] / st[4][2])
+            bar.close()
+            params, opt_state, _, _, sums = st
+            sums = [sums[0], sums[1], sums[2], sums[3] + time.perf_counter() - t0]
+            history["loss"].append(sums[0] / sums[2])
+            history["accuracy"].append(sums[1] / sums[2])
+            history["seconds"].append(sums[3])
+            if x_val is not None:
+                vl, va = evaluate_split(params, x_val, y_val, predict_fn)
+                history["val_loss"].append(vl)
+                history["val_accuracy"].append(va)
+            if verbose:
+                msg = (f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f} "
+                       f"accuracy {history['accuracy'][-1]:.4f}")
+                if x_val is not None:
+                    msg += f" val_loss {history['val_loss'][-1]:.4f} val_accuracy {history['val_accuracy'][-1]:.4f}"
+                print(msg + f" ({sums[3]:.1f}s)", flush=True)
+            save_state(epoch + 1, 0, params, opt_state, list(zero), history)
+            st = (params, opt_state, epoch + 1, 0, list(zero))
+            for cb in callbacks:
+                cb(epoch, history, params)
+    except KeyboardInterrupt:
+        p, s_, ep, b, sm = st
+        done = {k: list(v[:ep]) for k, v in history.items()}   # only completed epochs
+        save_state(ep, b, p, s_, sm, done)
+        where = f"; state saved to {checkpoint_path} (resume with --resume)" if checkpoint_path else ""
+        raise TrainingInterrupted(f"training interrupted at epoch {ep + 1}, batch {b}/{nb}{where}",
+                                  checkpoint_path) from None
+    return st[0], history
