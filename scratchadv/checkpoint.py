@@ -198,7 +198,7 @@ def describe(path):
     lines = [f"file:          {os.fspath(path)}", f"format:        {meta.get('format')}"]
     for key in ("architecture", "dtype", "library_version", "created"):
         if key in meta:
-            lines.append(f"{key + ":":<17}{meta[key]}")
+            lines.append(f"{key + ':':<17}{meta[key]}")
     n = 0
     lines.append("arrays:")
     for k, v in arrays.items():
@@ -214,5 +214,5 @@ def describe(path):
             lines.append(f"final {k + ':':<9}{hist[k][-1]:.4f}")
     for k in ("train_acc", "test_acc", "epoch", "batch"):
         if k in meta:
-            lines.append(f"{k + ":":<17}{meta[k]}")
+            lines.append(f"{k + ':':<17}{meta[k]}")
     return "\n".join(lines)
