@@ -162,17 +162,19 @@ def find_mnist(path=None):
     return folder, None
 
 
-def download_mnist(folder=None, mirrors=MIRRORS, retries=2, timeout=30, verbose=True):
+def download_mnist(folder=None, mirrors=MIRRORS, retries=2, timeout=30, verbose=True,
+                   files=None):
     """Download the four gzipped files into ``folder`` (default: the cache), checksummed.
 
     Each file goes to a temporary file in ``folder``, is checked by SHA-256 of its
     decompressed content, and only then renamed to its final name. A failed or corrupt
     download is deleted and retried on the next mirror; nothing bad is ever cached.
+    ``files`` defaults to :data:`MNIST_FILES` (role -> (name, sha256, size)).
     """
     folder = folder or cache_dir()
     os.makedirs(folder, exist_ok=True)
     errors = []
-    for role, (name, sha, size) in MNIST_FILES.items():
+    for role, (name, sha, size) in (files or MNIST_FILES).items():
         dest = os.path.join(folder, name + ".gz")
         if os.path.isfile(dest):
             try:
