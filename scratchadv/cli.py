@@ -167,6 +167,93 @@ def _run_info(args):
     return 0
 
 
+# --- gradcheck -------------------------------------------------------------
+
+@command("gradcheck", help="check the network's gradients against finite differences (float64)")
+def _add_gradcheck(p):
+    p.add_argument("--model", default=None, help="model file to check (default: random weights)")
+    p.add_argument("--architecture", default="lecture-cnn-v1",
+                   help="architecture of the random weights when no --model is given "
+                        "(lecture-cnn-v1, mlp-v1, softmax-v1)")
+    p.add_argument("--order", type=int, default=1, choices=[1, 2],
+                   help="1: first derivatives; 2: also second derivatives (default 1)")
+    p.add_argument("--n", type=int, default=4, help="number of images (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, images and picks (default 0)")
+    p.add_argument("--images", default="auto", choices=["auto", "mnist", "random"],
+                   help="MNIST test images (auto: if the data is found) or uniform noise")
+    p.add_argument("--data", default=None, help="folder with the MNIST files")
+    p.add_argument("--lam", type=float, default=1.0, help="weight of the gradient penalty (default 1)")
+    p.add_argument("--coords", type=int, default=16,
+                   help="single entries compared per array, at random when larger (default 16)")
+    p.add_argument("--directions", type=int, default=2,
+                   help="random unit directions compared per array (default 2)")
+    p.add_argument("--no-jitter", action="store_true",
+                   help="keep exact ties (blank backgrounds): finite differences then hit kinks")
+    p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default 1e-6)")
+    p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8)")
+    p.add_argument("--metrics", default=None, help="write the report as JSON here")
+
+
+@_add_gradcheck.run
+def _run_gradcheck(args):
+    import numpy as np
+
+    from .fileio import atomic_write_json, check_writable
+    from .gradcheck import check_network, format_table, generic_point
+    from .model import get_architecture
+    from .validate import check_float, check_int
+
+    n = check_int(args.n, "--n", minimum=1, maximum=1000)
+    check_int(args.seed, "--seed", minimum=0)
+    check_float(args.lam, "--lam", minimum=0)
+    check_writable(args.metrics, "--metrics")
+    rng = np.random.default_rng(args.seed)
+    if args.model:
+        from .checkpoint import load_model
+        params, meta = load_model(args.model, dtype=np.float64)
+        arch = get_architecture(meta["architecture"])
+        source = args.model
+    else:
+        arch = get_architecture(args.architecture)
+        params = arch.init_params(rng, dtype=np.float64)
+        source = f"random {arch.name} weights (seed {args.seed})"
+    x = y = None
+    if args.images in ("auto", "mnist"):
+        from .data import DataError, load_mnist
+        try:
+            _, _, x_test, y_test = load_mnist(args.data)
+            pick = np.sort(rng.choice(len(x_test), size=n, replace=False))
+            x, y = x_test[pick], y_test[pick]
+            images = f"{n} MNIST test images {pick.tolist()}"
+        except DataError:
+            if args.images == "mnist":
+                raise
+    if x is None:
+        x = rng.uniform(0, 1, size=(n, 1, 28, 28))
+        y = rng.integers(0, 10, size=n)
+        images = f"{n} uniform-noise images"
+    params, x = generic_point(params, x, rng, jitter=0 if args.no_jitter else 1e-3)
+    print(f"gradient check, float64, order {args.order}: {source}; {images}"
+          + ("" if args.no_jitter else " (jittered by 1e-3 off exact ties)"))
+    results = check_network(params, x, y, predict_fn=arch.predict, lam=args.lam,
+                            order=args.order, coords=args.coords, directions=args.directions,
+                            rtol=args.rtol, atol=args.atol, rng=rng)
+    failed = 0
+    for title, rows in results:
+        print()
+        print(format_table(rows, title=title))
+        failed += sum(not r["passed"] for r in rows)
+    total = sum(len(rows) for _, rows in results)
+    print(f"\n{total - failed} of {total} arrays pass "
+          f"(abs err <= {args.atol:g} + {args.rtol:g} * max|numerical|)")
+    if args.metrics:
+        atomic_write_json(args.metrics, {
+            "source": source, "images": images, "order": args.order, "lam": args.lam,
+            "rtol": args.rtol, "atol": args.atol, "passed": failed == 0,
+            "checks": {title: rows for title, rows in results}})
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------------------
 
 
