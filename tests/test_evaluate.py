@@ -1,0 +1,183 @@
+"""Evaluation: worst case is the per-sample AND, the sanity checks pass on an honest model
+and flag a gradient-masked one, reports are written, and the CLI runs end to end."""
+import json
+import os
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+
+from scratchadv.evaluate import (ATTACKS, FINAL_EPS, attack_correct, compare_reports,
+                                 evaluate_model, format_markdown, load_report, parse_mask,
+                                 sanity_checks, worst_case, write_comparison, write_report,
+                                 zero_gradient_fraction)
+from scratchadv.model import predict_softmax
+
+
+def _halves_data(n, seed=0):
+    """Class 0: left half brighter (0.6 vs 0.4); class 1: right half. Plus noise."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 2, n).astype(np.int64)
+    x = np.full((n, 1, 28, 28), 0.4) + 0.05 * r.standard_normal((n, 1, 28, 28))
+    x[y == 0, :, :, :14] += 0.2
+    x[y == 1, :, :, 14:] += 0.2
+    return np.clip(x, 0, 1).astype(np.float32), y
+
+
+def _halves_model():
+    """Softmax regression that sums the left half (class 0) and the right half (class 1)."""
+    w = np.zeros((10, 1, 28, 28), dtype=np.float32)
+    w[0, :, :, :14] = 0.5
+    w[1, :, :, 14:] = 0.5
+    b = np.zeros(10, dtype=np.float32)
+    b[2:] = -1e3            # the other classes never win
+    return {"dense1.weight": w.reshape(10, 784), "dense1.bias": b}
+
+
+def masked_predict(params, x):
+    """The same model behind a quantiser: a step function of x, gradient zero everywhere."""
+    return predict_softmax(params, anp.round(x * 4) / 4)
+
+
+FAST = dict(eps_list=(0.0, 0.1, 0.2), attacks=("fgsm", "pgd", "pgd-l2"), steps=10, restarts=2,
+            verbose=False, batch_size=16)
+
+
+def test_worst_case_is_per_sample_and():
+    clean = np.array([1, 1, 1, 1, 0], bool)
+    by = {"fgsm": np.array([1, 0, 1, 1, 1], bool), "pgd": np.array([1, 1, 0, 1, 1], bool)}
+    w = worst_case(clean, by)
+    assert w.tolist() == [True, False, False, True, False]
+    # the AND is below the smallest per-attack accuracy when attacks fool different samples
+    assert w.mean() < min(v.mean() for v in by.values())
+
+
+def test_restarts_only_remove_samples():
+    params = _halves_model()
+    x, y = _halves_data(40)
+    one, first = attack_correct("pgd", params, x, y, eps=0.1, steps=5, restarts=1, predict_fn=predict_softmax)
+    three, first3 = attack_correct("pgd", params, x, y, eps=0.1, steps=5, restarts=3, predict_fn=predict_softmax)
+    assert np.array_equal(first, first3)         # restart 0 is the same run
+    assert not np.any(three & ~one)              # more restarts never make a sample robust again
+
+
+def test_report_worst_case_equals_and_of_its_masks():
+    params = _halves_model()
+    x, y = _halves_data(48)
+    rep = evaluate_model(params, x, y, predict_fn=predict_softmax, **FAST)
+    assert rep["eps"][-1] == FINAL_EPS and rep["eps"][0] == 0.0
+    for row in rep["results"]:
+        masks = {a: parse_mask(row["masks"][a]) for a in rep["attacks"]}
+        clean = parse_mask(row["masks"]["clean"])
+        w = clean.copy()
+        for a in rep["attacks"]:
+            w &= masks[a]
+            assert row["accuracy"][a] == pytest.approx(masks[a].mean())
+        assert np.array_equal(parse_mask(row["masks"]["worst_case"]), w)
+        assert row["accuracy"]["worst_case"] == pytest.approx(w.mean())
+        assert row["accuracy"]["worst_case"] <= min(row["accuracy"][a] for a in rep["attacks"])
+    # recompute one cell independently: FGSM at eps 0.1 from the attack itself
+    from scratchadv.attacks import fgsm
+    xa = fgsm(params, x, y, eps=0.1, predict_fn=predict_softmax).x_adv
+    direct = np.mean(np.argmax(predict_softmax(params, xa), 1) == y)
+    row = [r for r in rep["results"] if r["eps"] == 0.1][0]
+    assert row["accuracy"]["fgsm"] == pytest.approx(direct)
+
+
+def test_honest_model_passes_all_checks():
+    params = _halves_model()
+    x, y = _halves_data(48)
+    rep = evaluate_model(params, x, y, predict_fn=predict_softmax, **FAST)
+    assert rep["clean_accuracy"] > 0.9
+    failed = [c for c in rep["sanity"] if not c["passed"]]
+    assert not failed, failed
+    assert rep["zero_gradient_fraction"] == 0.0
+    assert len(rep["sanity"]) == 5
+
+
+@pytest.mark.filterwarnings("ignore:Output seems independent of input")
+def test_gradient_masked_model_is_flagged():
+    params = _halves_model()
+    x, y = _halves_data(48)
+    assert zero_gradient_fraction(params, x, y, masked_predict) == 1.0
+    rep = evaluate_model(params, x, y, predict_fn=masked_predict, **FAST)
+    by = {c["name"]: c for c in rep["sanity"]}
+    assert not by["almost no all-zero input gradients"]["passed"]
+    # the attacks see no gradient, so accuracy at eps 0.5 stays far above chance
+    assert not by["accuracy falls with eps, <= 10% at eps 0.5"]["passed"]
+    row = [r for r in rep["results"] if r["eps"] == FINAL_EPS][0]
+    assert row["accuracy"]["pgd"] > 0.5
+    # ... while the same weights without the quantiser fall to 0
+    honest = evaluate_model(params, x, y, predict_fn=predict_softmax, **FAST)
+    assert [r for r in honest["results"] if r["eps"] == FINAL_EPS][0]["accuracy"]["worst_case"] == 0.0
+
+
+def _fake_report(acc_rows, doubled=None, zero=0.0):
+    attacks = ["fgsm", "pgd"]
+    return {"attacks": attacks, "results": [
+        {"eps": e, "accuracy": {"fgsm": f, "pgd": p, "noise": nz, "worst_case": min(f, p)}}
+        for e, f, p, nz in acc_rows], "doubled_steps": doubled, "zero_gradient_fraction": zero}
+
+
+def test_sanity_check_logic_on_numbers():
+    good = _fake_report([(0, .99, .99, .99), (.1, .7, .5, .98), (.3, .2, .01, .9), (.5, .05, 0, .5)],
+                        {"attack": "pgd", "eps": .1, "steps": 40, "accuracy": .5, "doubled_accuracy": .49})
+    assert all(c["passed"] for c in sanity_checks(good))
+    bad = _fake_report([(0, .99, .99, .99), (.1, .5, .7, .4), (.3, .6, .6, .9), (.5, .3, .3, .5)],
+                       {"attack": "pgd", "eps": .1, "steps": 40, "accuracy": .5, "doubled_accuracy": .6},
+                       zero=0.3)
+    by = {c["name"]: c["passed"] for c in sanity_checks(bad)}
+    assert by == {"iterative beats single-step": False,
+                  "doubling steps does not raise accuracy": False,
+                  "accuracy falls with eps, <= 10% at eps 0.5": False,
+                  "random noise hurts less than the attack": False,
+                  "almost no all-zero input gradients": False}
+
+
+@pytest.mark.filterwarnings("ignore:Output seems independent of input")
+def test_reports_are_written_and_compared(tmp_path):
+    params = _halves_model()
+    x, y = _halves_data(24)
+    fast = dict(FAST, attacks=("fgsm", "pgd"), restarts=1)
+    a = evaluate_model(params, x, y, predict_fn=predict_softmax, name="plain", **fast)
+    b = evaluate_model(params, x, y, predict_fn=masked_predict, name="masked", checks=False, **fast)
+    paths = write_report(a, tmp_path / "a")
+    for p in paths.values():
+        assert os.path.getsize(p) > 0
+    assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert load_report(tmp_path / "a") == json.loads(json.dumps(a))
+    assert "| 0.1 |" in format_markdown(a)
+    cmp_paths = write_comparison([a, b], tmp_path / "cmp")
+    table = open(cmp_paths["md"]).read()
+    assert "plain" in table and "masked" in table
+    assert [m["name"] for m in compare_reports([a, b])["models"]] == ["plain", "masked"]
+    assert not [f for f in os.listdir(tmp_path / "cmp") if f.endswith(".tmp")]
+
+
+def test_bad_arguments_are_refused():
+    params = _halves_model()
+    x, y = _halves_data(4)
+    with pytest.raises(ValueError, match="attacks"):
+        evaluate_model(params, x, y, predict_fn=predict_softmax, attacks=("cw",), verbose=False)
+    with pytest.raises(ValueError, match="eps"):
+        evaluate_model(params, x, y, predict_fn=predict_softmax, eps_list=(0.1, 2.0), verbose=False)
+    with pytest.raises(ValueError, match="y"):
+        evaluate_model(params, x, y[:3], predict_fn=predict_softmax, verbose=False)
+    assert set(ATTACKS) >= {"fgsm", "pgd", "pgd-l2"}
+
+
+@pytest.mark.mnist
+def test_cli_evaluate_and_compare_natural_model(natural_model_path, tmp_path, capsys):
+    """The lecture CNN, naturally trained: PGD beats FGSM and accuracy falls to ~0 (frugal: 100 images)."""
+    from scratchadv.cli import main
+    out = tmp_path / "rep"
+    rc = main(["evaluate", "--model", natural_model_path, "--n", "100", "--eps", "0,0.1,0.3",
+               "--attacks", "fgsm,pgd", "--steps", "20", "--restarts", "1", "--report", str(out), "--quiet"])
+    assert rc == 0
+    rep = load_report(out)
+    acc = {r["eps"]: r["accuracy"] for r in rep["results"]}
+    assert rep["clean_accuracy"] > 0.95
+    assert acc[0.3]["pgd"] <= 0.05 and acc[0.1]["pgd"] <= acc[0.1]["fgsm"]
+    assert "PASSED" in capsys.readouterr().out
+    rc = main(["compare", str(out), str(out / "report.json"), "--report", str(tmp_path / "cmp")])
+    assert rc == 2    # two reports of the same model have the same name: refused
