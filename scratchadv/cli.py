@@ -254,6 +254,148 @@ def _run_gradcheck(args):
     return 1 if failed else 0
 
 
+# --- evaluate / compare ----------------------------------------------------
+
+def _add_eval_options(p):
+    p.add_argument("--n", type=int, default=1000, help="evaluate on the first N test images (default 1000)")
+    p.add_argument("--eps", type=_floats, default=None,
+                   help="Linf radii in pixel scale (default 0,0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5; "
+                        "0.5 is always added for the sanity check)")
+    p.add_argument("--attacks", default="fgsm,pgd,pgd-l2",
+                   help="comma-separated from fgsm, pgd (Linf), pgd-l2 (default all three)")
+    p.add_argument("--steps", type=int, default=40, help="steps of the iterative attacks (default 40)")
+    p.add_argument("--restarts", type=int, default=5, help="random restarts of the iterative attacks (default 5)")
+    p.add_argument("--l2-scale", type=float, default=None,
+                   help="pgd-l2 radius = L2_SCALE x eps (default 7 = sqrt(784)/4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random starts and noise (default 0)")
+    p.add_argument("--data", default=None, help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 if a sanity check fails")
+
+
+def _eval_settings(args):
+    from .evaluate import ATTACKS, DEFAULT_EPS, L2_SCALE
+    from .validate import check_float, check_int
+    check_int(args.n, "--n", minimum=1, maximum=10000)
+    check_int(args.steps, "--steps", minimum=1)
+    check_int(args.restarts, "--restarts", minimum=1)
+    check_int(args.seed, "--seed", minimum=0)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    for a in attacks:
+        if a not in ATTACKS:
+            raise ValueError(f"--attacks: expected names from {sorted(ATTACKS)}, got {a!r}")
+    if not attacks:
+        raise ValueError("--attacks: expected at least one attack name, got none")
+    eps = list(DEFAULT_EPS) if args.eps is None else args.eps
+    for e in eps:
+        check_float(e, "--eps", minimum=0, maximum=1)
+    l2 = L2_SCALE if args.l2_scale is None else check_float(args.l2_scale, "--l2-scale", minimum=0, strict_min=True)
+    return {"eps_list": eps, "attacks": attacks, "steps": args.steps, "restarts": args.restarts,
+            "seed": args.seed, "l2_scale": l2, "verbose": not args.quiet}
+
+
+def _evaluate_file(path, settings, args, test):
+    """Evaluate a model file on the first --n test images -> report dict."""
+    from .checkpoint import load_model
+    from .evaluate import evaluate_model
+    from .model import get_architecture
+    params, meta = load_model(path)
+    arch = get_architecture(meta["architecture"])
+    x, y = test
+    dtype = next(iter(params.values())).dtype
+    if dtype != x.dtype:
+        raise ValueError(f"--model: parameters are {dtype}, images are {x.dtype}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    report = evaluate_model(params, x[:args.n], y[:args.n], predict_fn=arch.predict, name=name, **settings)
+    report.update({"model": os.path.abspath(path), "architecture": arch.name,
+                   "model_config": meta.get("config", {}), "data": "MNIST test set, first n images"})
+    return report
+
+
+def _print_report(report):
+    from .evaluate import format_sanity
+    cols = list(report["attacks"]) + ["noise", "worst_case"]
+    print(f"{report['name']}: clean accuracy {report['clean_accuracy']:.4f} on {report['n']} test images")
+    print("   eps  " + "".join(f"{c:>11}" for c in cols))
+    for r in report["results"]:
+        print(f"{r['eps']:6.3f}  " + "".join(f"{r['accuracy'][c]:11.4f}" for c in cols))
+    for line in format_sanity(report):
+        print("  " + line)
+
+
+def _load_test(args):
+    from .data import load_mnist
+    _, _, x_test, y_test = load_mnist(args.data)
+    if args.n > len(x_test):
+        raise ValueError(f"--n: expected at most {len(x_test)} (the test set), got {args.n}")
+    return x_test, y_test
+
+
+@command("evaluate", help="robust accuracy vs eps under several attacks, worst case, sanity checks")
+def _add_evaluate(p):
+    p.add_argument("--model", required=True, help="a model file written by `scratchadv train`")
+    p.add_argument("--report", default=None,
+                   help="folder for report.json, report.md and accuracy.png (default runs/eval-<model>)")
+    _add_eval_options(p)
+
+
+@_add_evaluate.run
+def _run_evaluate(args):
+    from .evaluate import write_report
+    from .fileio import check_writable
+    settings = _eval_settings(args)
+    if not os.path.isfile(args.model):
+        raise ValueError(f"--model: no such file {args.model!r}")
+    folder = args.report or os.path.join(
+        "runs", "eval-" + os.path.splitext(os.path.basename(args.model))[0])
+    check_writable(os.path.join(folder, "report.json"), "--report")
+    report = _evaluate_file(args.model, settings, args, _load_test(args))
+    paths = write_report(report, folder)
+    _print_report(report)
+    print(f"report: {paths['md']}, {paths['json']}, {paths['png']} ({report['seconds']:.0f}s)")
+    failed = [c for c in report["sanity"] if not c["passed"]]
+    return 1 if (args.strict and failed) else 0
+
+
+@command("compare", help="evaluate several models with the same attacks: one table, one plot")
+def _add_compare(p):
+    p.add_argument("models", nargs="+",
+                   help="model files (.npz), or report.json files / report folders of `scratchadv evaluate`")
+    p.add_argument("--report", required=True, help="folder for comparison.json, .md and .png")
+    _add_eval_options(p)
+
+
+@_add_compare.run
+def _run_compare(args):
+    from .evaluate import load_report, write_comparison, write_report
+    from .fileio import check_writable
+    settings = _eval_settings(args)
+    for m in args.models:
+        if not os.path.exists(m):
+            raise ValueError(f"models: no such file or folder {m!r}")
+    check_writable(os.path.join(args.report, "comparison.json"), "--report")
+    test = None
+    reports = []
+    for m in args.models:
+        if os.path.isdir(m) or m.endswith(".json"):
+            reports.append(load_report(m))
+            continue
+        if test is None:
+            test = _load_test(args)
+        r = _evaluate_file(m, settings, args, test)
+        write_report(r, os.path.join(args.report, r["name"]))
+        reports.append(r)
+    names = [r["name"] for r in reports]
+    if len(set(names)) < len(names):
+        raise ValueError(f"models: expected distinct names (file names), got {names}")
+    paths = write_comparison(reports, args.report)
+    for r in reports:
+        _print_report(r)
+    print(f"comparison: {paths['md']}, {paths['json']}, {paths['png']}")
+    failed = [c for r in reports for c in r.get("sanity", []) if not c["passed"]]
+    return 1 if (args.strict and failed) else 0
+
+
 # ---------------------------------------------------------------------------
 
 
