@@ -396,6 +396,47 @@ def _run_compare(args):
     return 1 if (args.strict and failed) else 0
 
 
+# --- export / import -------------------------------------------------------
+
+@command("export", help="write a model's weights for PyTorch (state_dict names) or Keras (.npz)")
+def _add_export(p):
+    p.add_argument("--format", required=True, choices=["torch", "keras"],
+                   help="torch: state_dict names and layouts; keras: Conv2D/Dense kernels, "
+                        "channels-last flatten order")
+    p.add_argument("model", help="a model file written by scratchadv")
+    p.add_argument("out", help="the .npz to write (weight arrays only, no pickle)")
+
+
+@_add_export.run
+def _run_export(args):
+    from .fileio import check_writable
+    from .interchange import export_weights
+    check_writable(args.out, "out")
+    arch = export_weights(args.model, args.out, args.format)
+    print(f"{args.model} ({arch}) -> {args.out} ({args.format} layout)")
+    return 0
+
+
+@command("import", help="make a model file from PyTorch (state_dict) or Keras weights in an .npz")
+def _add_import(p):
+    p.add_argument("--format", required=True, choices=["torch", "keras"],
+                   help="layout of the input: torch (state_dict names) or keras (conv2d/kernel ...)")
+    p.add_argument("--architecture", default=None,
+                   help="expected architecture (default: recognised from names and shapes)")
+    p.add_argument("weights", help="an .npz of named weight arrays (read without pickle)")
+    p.add_argument("model", help="the model file to write")
+
+
+@_add_import.run
+def _run_import(args):
+    from .fileio import check_writable
+    from .interchange import import_weights
+    check_writable(args.model, "model")
+    arch = import_weights(args.weights, args.model, args.format, args.architecture)
+    print(f"{args.weights} ({args.format} layout, {arch}) -> {args.model}")
+    return 0
+
+
 # ---------------------------------------------------------------------------
 
 
