@@ -239,8 +239,8 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
 def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2_scale, first):
     """PGD with 2*steps (one restart) at the eps where PGD's accuracy is nearest 50%.
 
-    That is where extra steps could change most; with one restart on both sides the
-    comparison is like for like.
+    That is where extra steps could change most; one restart from the same random
+    starts on both sides makes the comparison like for like.
     """
     iterative = [a for a in report["attacks"] if ATTACKS[a][1]]
     if not iterative:
@@ -251,8 +251,9 @@ def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2
              if r["eps"] > 0]
     _, ei = min(cands)
     eps = report["results"][ei]["eps"]
+    # same key as restart 0 of the main run: the same random starts, only the steps differ
     doubled, _ = attack_correct(a, params, x, y, eps=eps, steps=2 * steps, restarts=1, seed=seed,
-                                key=(ei, ai + 100), predict_fn=predict_fn, batch_size=batch_size,
+                                key=(ei, ai), predict_fn=predict_fn, batch_size=batch_size,
                                 l2_scale=l2_scale)
     return {"attack": a, "eps": eps, "steps": steps,
             "accuracy": float(first[(ei, a)].mean()), "doubled_accuracy": float(doubled.mean())}
