@@ -55,7 +55,7 @@ from .validate import (check_choice, check_float, check_images, check_int, check
                        check_params, check_target)
 
 __all__ = ["AttackResult", "fake_image", "gradient_ascent", "penalty_attack", "fgsm", "pgd",
-           "minimal_perturbation", "NORMS"]
+           "minimal_perturbation", "summarize", "NORMS"]
 
 NORMS = ("linf", "l2")
 NUM_CLASSES = 10
@@ -699,3 +699,30 @@ def penalty_attack(params, x, target, *, lam=30.0, penalty="l1", steps=100, lr=0
             bar.close()
     return _result(x, _concat(parts), onp.full(n, onp.inf), t,
                    loss_history=onp.concatenate(hist, axis=1))
+
+
+# ---------------------------------------------------------------------------
+# Summaries
+# ---------------------------------------------------------------------------
+
+def summarize(result, y, clean_pred):
+    """Metrics of an attack on labelled images -> dict of plain floats.
+
+    y: (N,) true labels; clean_pred: (N,) predictions on the clean images.
+    ``clean_acc``/``robust_acc``: accuracy before/after. ``success_rate``: among images
+    classified correctly before (and, targeted, whose label differs from the target),
+    the fraction misclassified after (targeted: classified as the target). Norm
+    statistics are over the same images (the ones the attack had work to do).
+    """
+    y = onp.asarray(y)
+    correct = onp.asarray(clean_pred) == y
+    pool = correct if result.target is None else correct & (result.target != y)
+    out = {"n": int(len(y)), "clean_acc": float(correct.mean()),
+           "robust_acc": float(onp.mean(result.pred == y)),
+           "success_rate": float(result.success[pool].mean()) if pool.any() else float("nan"),
+           "attacked": int(pool.sum())}
+    for k in ("linf", "l2", "l1"):
+        v = getattr(result, k)[pool]
+        out[f"mean_{k}"] = float(v.mean()) if len(v) else float("nan")
+        out[f"median_{k}"] = float(onp.median(v)) if len(v) else float("nan")
+    return out

@@ -437,6 +437,321 @@ def _run_import(args):
     return 0
 
 
+# --- attack / fake -----------------------------------------------------------
+
+_ATTACK_METHODS = ("fgsm", "pgd", "ascent", "penalty")
+
+
+def _target_arg(text):
+    """'3' -> 3; 'each' -> 'each' (every class other than the label; penalty: all ten)."""
+    if text == "each":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class 0-9 or 'each', got {text!r}") from None
+
+
+def _load_attack_model(path):
+    from .checkpoint import load_model
+    from .model import get_architecture
+    if not os.path.isfile(path):
+        raise ValueError(f"--model: no such file {path!r}")
+    params, meta = load_model(path)
+    return params, get_architecture(meta["architecture"])
+
+
+@command("attack", help="attack the first N test images (FGSM, PGD, the lecture's ascent or penalty attack)")
+def _add_attack(p):
+    p.add_argument("--model", required=True, help="a model file written by `scratchadv train`")
+    p.add_argument("--method", required=True, choices=_ATTACK_METHODS,
+                   help="fgsm, pgd (BIM with --no-random-start), ascent (lecture, untargeted), "
+                        "penalty (lecture, targeted)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="fgsm/pgd ball (default linf)")
+    p.add_argument("--eps", type=float, default=None, help="fgsm/pgd radius (default 0.3 Linf, 2.0 L2)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="iterations (default: pgd 40, ascent 20, penalty 100)")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="pgd: 0.01 (Linf) or 2.5*eps/steps (L2); ascent: 0.05 (the lecture's); "
+                        "penalty: learning rate 0.1")
+    p.add_argument("--restarts", type=int, default=1, help="pgd random restarts (default 1)")
+    p.add_argument("--no-random-start", action="store_true", help="pgd: start at x (BIM)")
+    p.add_argument("--target", type=_target_arg, default=None,
+                   help="a class 0-9, or 'each': every wrong class for each image "
+                        "(penalty: all ten classes, as in the lecture's grid); default untargeted")
+    p.add_argument("--lam", type=float, default=30.0, help="penalty: weight of the closeness term (default 30)")
+    p.add_argument("--penalty", default="l1", choices=["l1", "l2"],
+                   help="penalty: mean |x - x*| (l1, default) or mean (x - x*)^2 (l2)")
+    p.add_argument("--n", type=int, default=1000, help="attack the first N test images (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
+    p.add_argument("--metrics", default=None, help="write a JSON summary here")
+    p.add_argument("--figure", default=None, help="write a PNG of the first attacked image here")
+    p.add_argument("--data", default=None, help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_add_attack.run
+def _run_attack(args):
+    import time
+
+    import numpy as np
+
+    from .attacks import fgsm, gradient_ascent, penalty_attack, pgd, summarize
+    from .fileio import atomic_write_json, check_writable
+    from .validate import check_float, check_int
+
+    m = args.method
+    n = check_int(args.n, "--n", minimum=1, maximum=10000)
+    check_int(args.seed, "--seed", minimum=0)
+    check_int(args.restarts, "--restarts", minimum=1)
+    if args.steps is not None:
+        check_int(args.steps, "--steps", minimum=1)
+    if args.step_size is not None:
+        check_float(args.step_size, "--step-size", minimum=0, strict_min=True)
+    if m in ("ascent",) and args.target is not None:
+        raise ValueError("--target: the lecture's ascent is untargeted (use --method penalty or pgd)")
+    if m == "penalty" and args.target is None:
+        raise ValueError("--target: the penalty attack is targeted; give a class 0-9 or 'each'")
+    if isinstance(args.target, int):
+        check_int(args.target, "--target", minimum=0, maximum=9)
+    misplaced = {
+        "--eps": (args.eps is not None, ("fgsm", "pgd")),
+        "--norm": (args.norm != "linf", ("fgsm", "pgd")),
+        "--restarts": (args.restarts != 1, ("pgd",)),
+        "--no-random-start": (args.no_random_start, ("pgd",)),
+        "--steps": (args.steps is not None, ("pgd", "ascent", "penalty")),
+        "--step-size": (args.step_size is not None, ("pgd", "ascent", "penalty")),
+        "--lam": (args.lam != 30.0, ("penalty",)),
+        "--penalty": (args.penalty != "l1", ("penalty",)),
+    }
+    for name, (given, methods) in misplaced.items():
+        if given and m not in methods:
+            raise ValueError(f"{name}: not used by --method {m} (only by {', '.join(methods)})")
+    eps = args.eps if args.eps is not None else (0.3 if args.norm == "linf" else 2.0)
+    check_float(eps, "--eps", minimum=0)
+    check_writable(args.metrics, "--metrics")
+    check_writable(args.figure, "--figure")
+
+    params, arch = _load_attack_model(args.model)
+    x, y = _load_test(args)
+    x, y = x[:n], y[:n]
+    rng = np.random.default_rng(args.seed)
+    clean_pred = np.argmax(arch.predict(params, x), 1)
+
+    # images and labels actually attacked (each image once per target with --target each)
+    if args.target == "each":
+        per = np.arange(10) if m == "penalty" else np.arange(1, 10)
+        xs, ys = np.repeat(x, len(per), 0), np.repeat(y, len(per))
+        ts = (np.arange(10)[None].repeat(n, 0).ravel() if m == "penalty"
+              else ((y[:, None] + per[None]) % 10).ravel()).astype(np.int64)
+        cps = np.repeat(clean_pred, len(per))
+    else:
+        xs, ys, cps = x, y, clean_pred
+        ts = None if args.target is None else np.full(n, args.target, dtype=np.int64)
+        if ts is not None and m != "penalty":
+            keep = ys != ts            # a targeted attack towards the true label is meaningless
+            xs, ys, ts, cps = xs[keep], ys[keep], ts[keep], cps[keep]
+            if not len(xs):
+                raise ValueError(f"--target: every one of the first {n} images has label {args.target}")
+
+    config = {"method": m, "model": os.path.abspath(args.model), "architecture": arch.name,
+              "target": args.target, "seed": args.seed}
+    t0 = time.perf_counter()
+    verbose = not args.quiet
+    if m == "fgsm":
+        res = fgsm(params, xs, ys, eps=eps, norm=args.norm, target=ts, predict_fn=arch.predict)
+        config.update(norm=args.norm, eps=eps)
+    elif m == "pgd":
+        steps = args.steps or 40
+        a = args.step_size if args.step_size is not None else (
+            0.01 if args.norm == "linf" else 2.5 * eps / steps)
+        res = pgd(params, xs, ys, eps=eps, steps=steps, step_size=a, norm=args.norm,
+                  random_start=not args.no_random_start, restarts=args.restarts, target=ts,
+                  rng=rng, predict_fn=arch.predict, verbose=verbose)
+        config.update(norm=args.norm, eps=eps, steps=steps, step_size=a, restarts=args.restarts,
+                      random_start=not args.no_random_start)
+    elif m == "ascent":
+        steps = args.steps or 20
+        a = args.step_size if args.step_size is not None else 0.05
+        res = gradient_ascent(params, xs, ys, step=a, steps=steps, predict_fn=arch.predict,
+                              verbose=verbose)
+        config.update(steps=steps, step=a)
+    else:
+        steps = args.steps or 100
+        lr = args.step_size if args.step_size is not None else 0.1
+        res = penalty_attack(params, xs, ts, lam=args.lam, penalty=args.penalty, steps=steps,
+                             lr=lr, predict_fn=arch.predict, verbose=verbose)
+        config.update(steps=steps, lr=lr, lam=args.lam, penalty=args.penalty)
+    seconds = time.perf_counter() - t0
+
+    metrics = summarize(res, ys, cps)
+    metrics["n"] = n
+    metrics["clean_acc"] = float(np.mean(clean_pred == y))
+    if args.target == "each":
+        # an image counts as robust only if it resists every target
+        metrics["robust_acc"] = float(np.mean((res.pred == ys).reshape(n, -1).all(1)))
+        metrics["attacks"] = int(len(ys))
+        metrics["success_rate_per_target"] = {
+            str(c): float(np.mean(res.success[(ts == c) & (cps == ys) & (ys != c)]))
+            for c in range(10) if np.any((ts == c) & (cps == ys) & (ys != c))}
+    metrics["seconds"] = seconds
+    metrics["config"] = config
+    print(f"{m}{' ' + args.norm if m in ('fgsm', 'pgd') else ''}: clean acc {metrics['clean_acc']:.4f}, "
+          f"robust acc {metrics['robust_acc']:.4f}, success rate {metrics['success_rate']:.4f} "
+          f"on {n} images ({seconds:.1f}s)")
+    print(f"  perturbation (median over attacked images): Linf {metrics['median_linf']:.4f}, "
+          f"L2 {metrics['median_l2']:.4f}, L1 {metrics['median_l1']:.2f}")
+    if args.metrics:
+        atomic_write_json(args.metrics, metrics)
+    if args.figure:
+        _attack_figure(args.figure, m, args, x, y, xs, ys, ts, res, params, arch)
+        print(f"figure: {args.figure}")
+    return 0
+
+
+def _attack_figure(path, method, args, x, y, xs, ys, ts, res, params, arch):
+    """The lecture view for the first image: ascent snapshots, the targeted grid, or
+    clean | perturbation | adversarial."""
+    import numpy as np
+
+    from . import plots
+    from .attacks import gradient_ascent
+
+    def probs(v):
+        z = np.asarray(arch.predict(params, v), dtype=np.float64)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    if method == "ascent":
+        return plots.plot_ascent(path, xs, res, 0, true=int(ys[0]))
+    if args.target == "each":
+        per = 10 if method == "penalty" else 9
+        sel = slice(0, per)
+        imgs, pr, tg = list(res.x_adv[sel]), list(res.probs[sel]), [int(t) for t in ts[sel]]
+        if per == 9:                  # the clean image in its own class's place
+            imgs.append(xs[0])
+            pr.append(probs(xs[:1])[0])
+            tg.append(int(ys[0]))
+        order = np.argsort(tg)
+        imgs, pr, tg = [imgs[j] for j in order], [pr[j] for j in order], [tg[j] for j in order]
+        titles = [f"target {t}" + ("  (clean)" if per == 9 and t == int(ys[0]) else "")
+                  for t in tg]
+        what = (f"targeted {method}: CE(target) + {args.lam:g} * mean{'|d|' if args.penalty == 'l1' else ' d^2'}"
+                if method == "penalty" else f"targeted {method} {args.norm}")
+        return plots.plot_grid(path, np.stack(imgs), np.stack(pr), titles=titles, targets=tg,
+                               trues=[int(ys[0])] * 10, ncols=5,
+                               suptitle=f"{what}: a test \"{int(ys[0])}\" to every class")
+    i = 0
+    target = None if ts is None else int(ts[i])
+    return plots.plot_perturbation(path, xs[i], res.x_adv[i], probs(xs[i:i + 1])[0], res.probs[i],
+                                   true=int(ys[i]), target=target,
+                                   title=f"{method} (first attacked test image, label {int(ys[i])})")
+
+
+@command("fake", help="the lecture's fake images: descend a class's loss from uniform noise")
+def _add_fake(p):
+    p.add_argument("--model", required=True, help="a model file written by `scratchadv train`")
+    p.add_argument("--target", default="all", help="a class 0-9 or 'all' (one image per class, default)")
+    p.add_argument("--steps", type=int, default=10, help="gradient steps (default 10, the lecture's)")
+    p.add_argument("--lr", type=float, default=0.5, help="learning rate (default 0.5, the lecture's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
+    p.add_argument("--figure", default=None, help="write a PNG of the images and their predictions")
+    p.add_argument("--metrics", default=None, help="write a JSON summary here")
+    p.add_argument("--quiet", action="store_true", help="do not print the loss at each step")
+
+
+@_add_fake.run
+def _run_fake(args):
+    import numpy as np
+
+    from . import plots
+    from .attacks import fake_image
+    from .fileio import atomic_write_json, check_writable
+    from .validate import check_float, check_int
+
+    if args.target == "all":
+        targets = np.arange(10, dtype=np.int64)
+    else:
+        try:
+            t = int(args.target)
+        except ValueError:
+            raise ValueError(f"--target: expected a class 0-9 or 'all', got {args.target!r}") from None
+        targets = np.array([check_int(t, "--target", minimum=0, maximum=9)], dtype=np.int64)
+    check_int(args.steps, "--steps", minimum=1)
+    check_float(args.lr, "--lr", minimum=0, strict_min=True)
+    check_int(args.seed, "--seed", minimum=0)
+    check_writable(args.metrics, "--metrics")
+    check_writable(args.figure, "--figure")
+    params, arch = _load_attack_model(args.model)
+    res = fake_image(params, targets, steps=args.steps, lr=args.lr,
+                     rng=np.random.default_rng(args.seed), predict_fn=arch.predict,
+                     verbose=not args.quiet)
+    p = res.probs[np.arange(len(targets)), targets]
+    for t, v, k in zip(targets, p, res.pred):
+        print(f"target {t}: p(target) {v:.4f}, predicted {k}")
+    print(f"min p(target) {p.min():.4f}; {int(np.sum(p >= 0.99))}/{len(p)} at >= 0.99")
+    if args.metrics:
+        atomic_write_json(args.metrics, {
+            "model": os.path.abspath(args.model), "architecture": arch.name,
+            "steps": args.steps, "lr": args.lr, "seed": args.seed,
+            "target_prob": {str(int(t)): float(v) for t, v in zip(targets, p)},
+            "predicted": {str(int(t)): int(k) for t, k in zip(targets, res.pred)},
+            "min_target_prob": float(p.min()),
+            "loss_per_step": {str(int(t)): res.loss_history[:, i].tolist()
+                              for i, t in enumerate(targets)},
+            "mean_loss_per_step": res.loss_history.mean(1).tolist()})
+    if args.figure:
+        if len(targets) > 1:
+            plots.plot_fake_images(args.figure, res)
+        else:
+            plots.plot_prediction(args.figure, res.x_adv[0], res.probs[0], target=int(targets[0]),
+                                  title=f"fake image for class {int(targets[0])}")
+        print(f"figure: {args.figure}")
+    return 0
+
+
+# --- demo ------------------------------------------------------------------
+
+@command("demo", help="run the lecture start to end: train, attack, defend; write a report folder")
+def _add_demo(p):
+    p.add_argument("--out", default="runs/demo",
+                   help="report folder: README.md, results.json, PNG figures (default runs/demo)")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller subsets, fewer epochs and attack steps (a smoke test, ~1-3 minutes)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every init, shuffle and attack (default 0)")
+    p.add_argument("--cache", default=None,
+                   help="folder of trained models reused by later runs "
+                        "(default $SCRATCHADV_CACHE/models or ~/.cache/scratchadv/models)")
+    p.add_argument("--data", default=None,
+                   help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+@_add_demo.run
+def _run_demo(args):
+    import signal
+
+    from .demo import run_demo
+    from .train import TrainingInterrupted
+    from .validate import check_int
+    check_int(args.seed, "--seed", minimum=0)
+    argv = ["scratchadv demo", "--out", args.out] + (["--quick"] if args.quick else []) \
+        + (["--seed", str(args.seed)] if args.seed else []) \
+        + (["--cache", args.cache] if args.cache else []) + (["--data", args.data] if args.data else [])
+
+    def on_term(signum, frame):          # `kill` saves the training state like Ctrl-C does
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        run_demo(args.out, quick=args.quick, seed=args.seed, cache=args.cache, data=args.data,
+                 verbose=not args.quiet, command=" ".join(argv))
+    except TrainingInterrupted as e:
+        print(f"scratchadv demo: {e}; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return 0
+
 # ---------------------------------------------------------------------------
 
 

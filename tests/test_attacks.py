@@ -482,3 +482,95 @@ def test_natural_model_fake_images_and_lecture_attacks(natural_model, mnist):
     seven = x_test[np.flatnonzero(y_test == 7)[:1]].repeat(10, 0)
     pen = penalty_attack(params, seven, t)
     assert pen.success.all()
+
+
+# --- command line -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def random_model_file(tmp_path_factory):
+    from scratchadv.checkpoint import save_model
+    path = tmp_path_factory.mktemp("attack-cli") / "random.npz"
+    save_model(path, init_params(0), "lecture-cnn-v1")
+    return str(path)
+
+
+def test_cli_fake_writes_metrics_and_figure(random_model_file, tmp_path, capsys):
+    import json
+    from scratchadv.cli import main
+    m, f = tmp_path / "fake.json", tmp_path / "fake.png"
+    rc = main(["fake", "--model", random_model_file, "--target", "all", "--steps", "3",
+               "--metrics", str(m), "--figure", str(f)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("loss") >= 4                # the loss at each step, as in the lecture
+    d = json.loads(m.read_text())
+    assert sorted(d["target_prob"]) == [str(c) for c in range(10)]
+    assert all(len(v) == 4 for v in d["loss_per_step"].values())
+    assert f.read_bytes()[:4] == b"\x89PNG"
+    r = fake_image(init_params(0), np.arange(10, dtype=np.int64), steps=3,
+                   rng=np.random.default_rng(0), verbose=False)
+    np.testing.assert_allclose([d["target_prob"][str(c)] for c in range(10)], r.probs[range(10), range(10)])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--target", "ten"], "--target"),
+    (["--target", "10"], "--target"),
+    (["--steps", "0"], "--steps"),
+    (["--lr", "-1"], "--lr"),
+])
+def test_cli_fake_refuses_bad_values(random_model_file, argv, match, capsys):
+    from scratchadv.cli import main
+    assert main(["fake", "--model", random_model_file, *argv]) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--method", "ascent", "--eps", "0.1"], "--eps"),
+    (["--method", "ascent", "--target", "3"], "--target"),
+    (["--method", "penalty"], "--target"),
+    (["--method", "fgsm", "--steps", "3"], "--steps"),
+    (["--method", "pgd", "--lam", "3"], "--lam"),
+    (["--method", "pgd", "--n", "0"], "--n"),
+    (["--method", "pgd", "--eps", "-1"], "--eps"),
+    (["--method", "pgd", "--metrics", "/proc/no/such/dir/m.json"], "--metrics"),
+])
+def test_cli_attack_refuses_bad_values_before_work(random_model_file, argv, match, capsys):
+    from scratchadv.cli import main
+    assert main(["attack", "--model", random_model_file, *argv]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_cli_attack_target_must_be_a_class_or_each(random_model_file, capsys):
+    from scratchadv.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["attack", "--model", random_model_file, "--method", "pgd", "--target", "x"])
+    assert e.value.code == 2
+    assert "--target" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+def test_cli_attack_metrics_match_the_library(random_model_file, tmp_path, mnist):
+    import json
+    from scratchadv.cli import main
+    m, f = tmp_path / "a.json", tmp_path / "a.png"
+    assert main(["attack", "--model", random_model_file, "--method", "pgd", "--eps", "0.1",
+                 "--steps", "3", "--n", "20", "--seed", "2", "--metrics", str(m),
+                 "--figure", str(f), "--quiet"]) == 0
+    d = json.loads(m.read_text())
+    _, _, x_test, y_test = mnist
+    p = init_params(0)
+    r = pgd(p, x_test[:20], y_test[:20], eps=0.1, steps=3, step_size=0.01,
+            rng=np.random.default_rng(2))
+    assert d["n"] == 20
+    assert d["robust_acc"] == pytest.approx(np.mean(r.pred == y_test[:20]))
+    assert d["clean_acc"] == pytest.approx(np.mean(np.argmax(predict(p, x_test[:20]), 1) == y_test[:20]))
+    for k in ("success_rate", "mean_linf", "median_linf", "mean_l2", "median_l2", "mean_l1", "median_l1"):
+        assert k in d
+    assert d["median_linf"] <= 0.1
+    assert f.read_bytes()[:4] == b"\x89PNG"
+    t = tmp_path / "t.json"
+    assert main(["attack", "--model", random_model_file, "--method", "pgd", "--eps", "0.3",
+                 "--steps", "5", "--step-size", "0.1", "--target", "each", "--n", "3",
+                 "--metrics", str(t), "--quiet"]) == 0
+    d = json.loads(t.read_text())
+    assert d["attacks"] == 27 and 0 <= d["success_rate"] <= 1
