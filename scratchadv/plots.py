@@ -105,7 +105,7 @@ def _pair_title(probs, head=None):
 def plot_prediction(path, image, probs, *, true=None, target=None, title=None):
     """One image beside its prediction vector (the lecture's standard view)."""
     fig = _new_figure(6.0, 2.6)
-    ax_i, ax_b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    ax_i, ax_b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6], "wspace": 0.35})
     head = title if title else (f"label {true}" if true is not None else None)
     draw_image(ax_i, image, head)
     draw_bars(ax_b, probs, true=true, target=target)
