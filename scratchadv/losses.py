@@ -12,17 +12,37 @@ gradient regularization         ``gradient_regularized_loss`` differentiated
 import autograd.numpy as np
 from autograd import grad
 
-from .model import predict
+from autograd.tracer import getval
+
+from .model import ARCHITECTURES, predict
 from .ops import cross_entropy, log_softmax, one_hot
+from .validate import check_float, check_images, check_labels, check_params
+
+
+def _check(params, x, y, predict_fn):
+    """Validate the public arguments (unboxed: these functions are also differentiated)."""
+    xv = getval(x)
+    check_images(xv, "x")
+    check_labels(getval(y), len(xv), "y")
+    for arch in ARCHITECTURES.values():
+        if arch.predict is predict_fn:
+            pv = getval(params)
+            check_params(pv, arch.param_shapes())
+            pdt = getval(next(iter(pv.values()))).dtype
+            if pdt != xv.dtype:
+                raise TypeError(f"params: expected the dtype of x ({xv.dtype}), got {pdt}")
+            break
 
 
 def loss(params, x, y, predict_fn=predict):
     """Mean cross-entropy of the model's logits.  x: (N, 1, 28, 28); y: (N,) int -> scalar."""
+    _check(params, x, y, predict_fn)
     return cross_entropy(predict_fn(params, x), y)
 
 
 def per_example_loss(params, x, y, predict_fn=predict):
     """Cross-entropy of each example: (N,). Its sum is N * loss(params, x, y)."""
+    _check(params, x, y, predict_fn)
     logits = predict_fn(params, x)
     return -np.sum(log_softmax(logits) * one_hot(y, logits.shape[1], logits.dtype), axis=1)
 
@@ -33,6 +53,7 @@ def input_gradient(params, x, y, predict_fn=predict):
     This is the gradient of the *summed* per-example loss, so row i is d loss_i / d x_i
     and does not shrink with the batch size (the batch-mean loss's gradient is this / N).
     """
+    _check(params, x, y, predict_fn)
     return grad(lambda xx: np.sum(per_example_loss(params, xx, y, predict_fn)))(x)
 
 
@@ -46,6 +67,8 @@ def gradient_regularized_loss(params, x, y, lam, predict_fn=predict):
     the batch-mean loss, which would shrink as 1/N^2). It is differentiable w.r.t.
     params to any order because every primitive's VJP is built from primitives.
     """
+    _check(params, x, y, predict_fn)
+    check_float(getval(lam), "lam", minimum=0)
     def summed(xx):
         return np.sum(per_example_loss(params, xx, y, predict_fn))
     g = grad(summed)(x)

@@ -80,6 +80,11 @@ def predict(params, x):
 
 def predict_batched(params, x, batch_size=1000, predict_fn=predict):
     """Logits for many images without autograd, in batches to bound memory. -> (N, 10)."""
+    from .validate import check_images, check_params
+    check_images(x, "x")
+    for arch in ARCHITECTURES.values():
+        if arch.predict is predict_fn:
+            check_params(params, arch.param_shapes())
     out = [predict_fn(params, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     if not out:
         return onp.zeros((0, NUM_CLASSES), dtype=x.dtype)
@@ -88,6 +93,8 @@ def predict_batched(params, x, batch_size=1000, predict_fn=predict):
 
 def accuracy(params, x, y, batch_size=1000, predict_fn=predict):
     """Fraction of x classified as y."""
+    from .validate import check_labels
+    check_labels(y, len(x), "y")
     return float(onp.mean(onp.argmax(predict_batched(params, x, batch_size, predict_fn), 1) == y))
 
 
