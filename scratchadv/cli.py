@@ -755,8 +755,15 @@ def _run_demo(args):
 # ---------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scratchadv",
         description="A CNN from scratch in NumPy + autograd: train it, attack it, defend it.")
     parser.add_argument("--version", action="version", version=f"scratchadv {__version__}")
