@@ -183,3 +183,23 @@ def test_real_files_download_through_file_mirror(tmp_path):
     dest = tmp_path / "cache"
     download_mnist(str(dest), mirrors=("file://" + str(mirror) + "/",), verbose=False)
     assert len(load_mnist(str(dest))[0]) == 60000
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_truncation_or_corruption_is_always_caught(fake_set, tmp_path, seed):
+    """Fault injection: cut or flip bytes at random offsets of a random file, gz or raw."""
+    _, make = fake_set
+    r = np.random.default_rng(seed)
+    gz = bool(seed % 2)
+    folder = make(str(tmp_path / "d"), gz=gz)
+    victim = sorted(os.listdir(folder))[int(r.integers(0, 4))]
+    path = os.path.join(folder, victim)
+    blob = bytearray(open(path, "rb").read())
+    if seed % 4 < 2:
+        blob = blob[: int(r.integers(0, len(blob)))]
+    else:
+        for i in r.integers(0, len(blob), size=3):
+            blob[i] ^= 0x5A
+    open(path, "wb").write(bytes(blob))
+    with pytest.raises(DataError, match=victim.replace(".", r"\.")):
+        load_mnist(folder)
