@@ -201,5 +201,16 @@ def test_random_truncation_or_corruption_is_always_caught(fake_set, tmp_path, se
         for i in r.integers(0, len(blob), size=3):
             blob[i] ^= 0x5A
     open(path, "wb").write(bytes(blob))
-    with pytest.raises(DataError, match=victim.replace(".", r"\.")):
-        load_mnist(folder)
+    arrays, _ = fake_set
+    try:
+        xtr, ytr, xte, yte = load_mnist(folder)
+    except DataError as e:
+        assert victim in str(e)
+    else:
+        # only bytes outside the content were hit (e.g. the gzip header's timestamp):
+        # then what was loaded must be exactly the original data
+        assert gz
+        np.testing.assert_array_equal(ytr, arrays["train_labels"])
+        np.testing.assert_array_equal(yte, arrays["test_labels"])
+        np.testing.assert_array_equal(xtr[:, 0] * 255, arrays["train_images"])
+        np.testing.assert_array_equal(xte[:, 0] * 255, arrays["test_images"])
