@@ -157,28 +157,40 @@ def compare(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, st
 
     Computed in x's dtype (params are cast to it). One row per quantity, and one per
     parameter for the weight gradients; the pgd row also counts gradient-sign flips.
+    In float32 each row also has ``ours_vs_f64`` and ``torch_vs_f64``: each library's
+    rel err against the float64 result (ours, equal to PyTorch's to ~1e-13), which shows
+    how much of the float32 disagreement is float32 rounding that both libraries share.
     """
     dtype = x.dtype
     params = {k: onp.asarray(v, dtype=dtype) for k, v in params.items()}
     kw = dict(architecture=architecture, lam=lam, eps=eps, step_size=step_size)
     a, b = ours(params, x, y, **kw), theirs(params, x, y, **kw)
+    ref = None
+    if dtype != onp.float64:
+        ref = ours({k: v.astype(onp.float64) for k, v in params.items()},
+                   x.astype(onp.float64), y, **kw)
     rows = []
 
-    def add(name, va, vb, **extra):
+    def add(name, key, sub=None, **extra):
+        va, vb = (a[key], b[key]) if sub is None else (a[key][sub], b[key][sub])
         d, r = errors(va, vb)
-        rows.append({"quantity": name, "abs_err": d, "rel_err": r,
-                     "scale": float(onp.max(onp.abs(onp.asarray(vb, dtype=onp.float64)))),
-                     **extra})
+        row = {"quantity": name, "abs_err": d, "rel_err": r,
+               "scale": float(onp.max(onp.abs(onp.asarray(vb, dtype=onp.float64)))), **extra}
+        if ref is not None and key != "pgd_delta":   # sign steps: compared exactly instead
+            vr = ref[key] if sub is None else ref[key][sub]
+            row["ours_vs_f64"] = errors(va, vr)[1]
+            row["torch_vs_f64"] = errors(vb, vr)[1]
+        rows.append(row)
 
-    add("logits", a["logits"], b["logits"])
-    add("loss", a["loss"], b["loss"])
+    add("logits", "logits")
+    add("loss", "loss")
     for key, label in (("grad_W", "grad W"), ("dbp_W", "double-backprop W"),
                        ("pen_W", "penalty W")):
         for k in params:
-            add(f"{label} [{k}]", a[key][k], b[key][k])
-    add("grad x", a["grad_x"], b["grad_x"])
+            add(f"{label} [{k}]", key, k)
+    add("grad x", "grad_x")
     flips = int(onp.sum(onp.sign(a["grad_x"]) != onp.sign(b["grad_x"])))
-    add("pgd step (x_adv - x)", a["pgd_delta"], b["pgd_delta"], sign_flips=flips)
+    add("pgd step (x_adv - x)", "pgd_delta", sign_flips=flips)
     return rows
 
 
@@ -190,13 +202,20 @@ def worst(rows, prefix):
 
 def format_rows(rows, target, title=None):
     lines = [title] if title else []
-    head = f"{'quantity':<34} {'max|b|':>10} {'abs err':>10} {'rel err':>10}  result"
+    f64 = any("ours_vs_f64" in r for r in rows)
+    head = f"{'quantity':<34} {'max|torch|':>10} {'abs err':>10} {'rel err':>10}  " + \
+        (f"{'ours/f64':>9} {'torch/f64':>9}  " if f64 else "") + "result"
     lines += [head, "-" * len(head)]
     for r in rows:
         ok = r["rel_err"] <= target
         extra = f"  ({r['sign_flips']} gradient-sign flips)" if r.get("sign_flips") else ""
+        ref = ""
+        if f64:
+            ref = (f"{r['ours_vs_f64']:>9.1e} {r['torch_vs_f64']:>9.1e}  " if "ours_vs_f64" in r
+                   else f"{'':>9} {'':>9}  ")
         lines.append(f"{r['quantity']:<34} {r['scale']:>10.3e} {r['abs_err']:>10.2e} "
-                     f"{r['rel_err']:>10.2e}  {'ok' if ok else 'OVER ' + format(target, 'g')}{extra}")
+                     f"{r['rel_err']:>10.2e}  {ref}{'ok' if ok else 'OVER ' + format(target, 'g')}"
+                     f"{extra}")
     return "\n".join(lines)
 
 

@@ -63,6 +63,8 @@ def test_every_quantity_matches_torch(arch, dtype):
         over = [r for r in rows if not r["rel_err"] <= ct.TARGETS[dtype]]
         assert not over, ct.format_rows(rows, ct.TARGETS[dtype])
         assert all(r["scale"] > 0 for r in rows if r["quantity"] != "pgd step (x_adv - x)")
+        if dtype == "float32":      # each library against the float64 result, for context
+            assert all(("ours_vs_f64" in r) == (not r["quantity"].startswith("pgd")) for r in rows)
         pgd = rows[names.index("pgd step (x_adv - x)")]
         assert pgd["scale"] == pytest.approx(0.01, rel=1e-5) and pgd.get("sign_flips", 0) == 0
 

@@ -1,4 +1,6 @@
 """Weight interchange: PyTorch state_dict layout, Keras layout (channels-last flatten), files."""
+import os
+
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
@@ -291,3 +293,18 @@ def test_torch_trained_state_dict_imported_predicts_identically(mnist, tmp_path)
     theirs = torch_predict(module.eval(), x_test).argmax(1)
     np.testing.assert_array_equal(ours, theirs)
     assert np.mean(ours == y_test) > 0.9
+
+
+def test_importing_the_library_does_not_import_torch():
+    """PyTorch is an optional extra: no module of the library imports it at import time."""
+    import subprocess
+    import sys
+    code = ("import sys, pkgutil, importlib, scratchadv\n"
+            "for m in pkgutil.iter_modules(scratchadv.__path__):\n"
+            "    importlib.import_module('scratchadv.' + m.name)\n"
+            "from scratchadv.cli import build_parser; build_parser()\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
