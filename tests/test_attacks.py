@@ -215,6 +215,27 @@ def test_restarts_pick_per_sample_not_per_batch(params, data):
         assert batch.success[i] == single.success[0]
 
 
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_early_stop_keeps_success_and_saves_work(norm, targeted, params, data):
+    x, y = data
+    eps = {"linf": 0.02, "l2": 0.4}[norm]      # some images fall, some do not
+    kw = dict(eps=eps, steps=8, step_size=eps / 4, norm=norm, restarts=3,
+              target=other_target(y) if targeted else None)
+    full = pgd(params, x, y, rng=np.random.default_rng(0), **kw)
+    fast = pgd(params, x, y, rng=np.random.default_rng(0), early_stop=True, **kw)
+    assert 0 < full.success.sum() < N
+    np.testing.assert_array_equal(fast.success, full.success)
+    np.testing.assert_array_equal(fast.success, fast.pred != y if not targeted
+                                  else fast.pred == other_target(y))
+    # images that failed ran the same trajectory (up to rounding of smaller batches)
+    np.testing.assert_allclose(fast.x_adv[~full.success], full.x_adv[~full.success], atol=1e-12)
+    # successful ones stopped no later than the full run found its best
+    assert np.all(fast.steps[full.success] <= 8)
+    with pytest.raises(ValueError, match="early_stop"):
+        pgd(params, x, y, eps=0.1, early_stop=True, keep_best=False)
+
+
 # --- batch == one by one; seeds --------------------------------------------
 
 def _one_by_one(run, x, y, seed):
@@ -229,6 +250,8 @@ ALL = {
                                       restarts=2, rng=r),
     "pgd-targeted": lambda p, x, y, r: pgd(p, x, y, eps=0.1, steps=4, step_size=0.03,
                                             target=other_target(y), rng=r),
+    "pgd-early-stop": lambda p, x, y, r: pgd(p, x, y, eps=0.1, steps=6, step_size=0.03,
+                                              restarts=2, early_stop=True, rng=r),
     "ascent": lambda p, x, y, r: gradient_ascent(p, x, y, steps=6),
     "penalty": lambda p, x, y, r: penalty_attack(p, x, other_target(y), steps=6, lr=0.5),
     "minimal-linf": lambda p, x, y, r: minimal_perturbation(p, x, y, search_steps=4, steps=5,
