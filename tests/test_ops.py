@@ -1,0 +1,375 @@
+"""The primitives of scratchadv.ops against naive loop references, finite differences
+(to second order), the PyTorch tie conventions, and dtype preservation.
+
+References are plain Python loops in float64, written from the definitions in the
+docstrings of ``ops`` (cross-correlation, first-max pooling, ...), so that they share no
+code or layout trick with the implementation. Gradient checks run in float64 (float32
+finite differences are too coarse for a second-order check).
+"""
+import itertools
+import math
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad, make_vjp
+from autograd.test_util import check_grads
+
+from scratchadv import ops
+from scratchadv.losses import gradient_regularized_loss, input_gradient, loss
+from scratchadv.model import init_params, predict
+
+RTOL = 1e-12
+
+
+# ---------------------------------------------------------------------------
+# Naive references (float64 loops)
+# ---------------------------------------------------------------------------
+
+def ref_conv2d(x, w):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    y = np.zeros((n, o, h - kh + 1, wd - kw + 1))
+    for a, b, p, q in itertools.product(range(n), range(o), range(h - kh + 1), range(wd - kw + 1)):
+        y[a, b, p, q] = np.sum(w[b] * x[a, :, p:p + kh, q:q + kw])
+    return y
+
+
+def ref_conv2d_input_grad(g, w, x_shape):
+    dx = np.zeros(x_shape)
+    n, o, ho, wo = g.shape
+    kh, kw = w.shape[2:]
+    for a, b, p, q in itertools.product(range(n), range(o), range(ho), range(wo)):
+        dx[a, :, p:p + kh, q:q + kw] += w[b] * g[a, b, p, q]
+    return dx
+
+
+def ref_conv2d_weight_grad(g, x, w_shape):
+    dw = np.zeros(w_shape)
+    n, o, ho, wo = g.shape
+    kh, kw = w_shape[2:]
+    for a, b, p, q in itertools.product(range(n), range(o), range(ho), range(wo)):
+        dw[b] += g[a, b, p, q] * x[a, :, p:p + kh, q:q + kw]
+    return dw
+
+
+def ref_first_max(x, a, ch, p, q):
+    """(i, j) of the first maximal entry of window (p, q), scanning row-major."""
+    best = (0, 0)
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        if x[a, ch, 2 * p + i, 2 * q + j] > x[a, ch, 2 * p + best[0], 2 * q + best[1]]:
+            best = (i, j)
+    return best
+
+
+def ref_maxpool2d(x):
+    n, c, h, w = x.shape
+    y = np.zeros((n, c, h // 2, w // 2))
+    for a, ch, p, q in itertools.product(range(n), range(c), range(h // 2), range(w // 2)):
+        y[a, ch, p, q] = max(x[a, ch, 2 * p + i, 2 * q + j] for i in range(2) for j in range(2))
+    return y
+
+
+def ref_maxpool2d_grad(x, g):
+    """Gradient of sum(g * maxpool2d(x)) w.r.t. x with PyTorch's first-max rule."""
+    dx = np.zeros(x.shape)
+    n, c, h, w = x.shape
+    for a, ch, p, q in itertools.product(range(n), range(c), range(h // 2), range(w // 2)):
+        i, j = ref_first_max(x, a, ch, p, q)
+        dx[a, ch, 2 * p + i, 2 * q + j] += g[a, ch, p, q]
+    return dx
+
+
+def ref_relu(x):
+    return np.array([v if v > 0 else 0.0 for v in x.ravel()]).reshape(x.shape)
+
+
+def ref_dense(x, w, b):
+    n, i_ = x.shape
+    o = w.shape[0]
+    y = np.zeros((n, o))
+    for a, k in itertools.product(range(n), range(o)):
+        y[a, k] = b[k] + sum(x[a, t] * w[k, t] for t in range(i_))
+    return y
+
+
+def ref_log_softmax(z):
+    out = np.zeros(z.shape)
+    for a in range(z.shape[0]):
+        m = max(z[a])
+        lse = m + math.log(sum(math.exp(v - m) for v in z[a]))
+        out[a] = [v - lse for v in z[a]]
+    return out
+
+
+def ref_cross_entropy(z, y):
+    lp = ref_log_softmax(z)
+    return -sum(lp[a, y[a]] for a in range(len(y))) / len(y)
+
+
+# ---------------------------------------------------------------------------
+# Forward values and adjoints against the references
+# ---------------------------------------------------------------------------
+
+CONV_CASES = [  # (x shape, w shape)
+    ((2, 1, 28, 28), (10, 1, 5, 5)),     # the lecture's conv1
+    ((2, 10, 12, 12), (20, 10, 5, 5)),   # the lecture's conv2
+    ((3, 2, 7, 9), (4, 2, 3, 2)),        # non-square image and kernel
+    ((1, 3, 4, 4), (2, 3, 4, 4)),        # kernel as large as the image: one output pixel
+    ((2, 1, 5, 6), (1, 1, 1, 1)),        # 1x1 kernel
+]
+
+
+@pytest.fixture(params=[None, 1], ids=["default-chunks", "one-image-chunks"])
+def chunking(request, monkeypatch):
+    """Run a test with the default chunk size and with one image per chunk."""
+    if request.param is not None:
+        monkeypatch.setattr(ops, "_CHUNK_BYTES", request.param)
+
+
+@pytest.mark.parametrize("xs, ws", CONV_CASES)
+def test_conv2d_and_adjoints_match_loops(xs, ws, chunking):
+    r = np.random.default_rng(0)
+    x, w = r.standard_normal(xs), r.standard_normal(ws)
+    y = ops.conv2d(x, w)
+    np.testing.assert_allclose(y, ref_conv2d(x, w), rtol=RTOL, atol=1e-12)
+    g = r.standard_normal(y.shape)
+    np.testing.assert_allclose(ops.conv2d_input_grad(g, w, x.shape),
+                               ref_conv2d_input_grad(g, w, x.shape), rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(ops.conv2d_weight_grad(g, x, w.shape),
+                               ref_conv2d_weight_grad(g, x, w.shape), rtol=RTOL, atol=1e-12)
+
+
+def test_conv2d_adjoint_identities():
+    """<conv(x, w), g> = <x, input_grad(g, w)> = <w, weight_grad(g, x)> (float64, generic data)."""
+    r = np.random.default_rng(1)
+    x, w = r.standard_normal((5, 3, 11, 10)), r.standard_normal((4, 3, 5, 3))
+    g = r.standard_normal(ops.conv2d(x, w).shape)
+    lhs = np.sum(ops.conv2d(x, w) * g)
+    assert lhs == pytest.approx(np.sum(x * ops.conv2d_input_grad(g, w, x.shape)), rel=1e-12)
+    assert lhs == pytest.approx(np.sum(w * ops.conv2d_weight_grad(g, x, w.shape)), rel=1e-12)
+
+
+def test_conv2d_accepts_non_contiguous_input():
+    r = np.random.default_rng(2)
+    big = r.standard_normal((3, 2, 16, 14))
+    x = big[:, :, ::2, :]                      # strided view (3, 2, 8, 14)
+    w = r.standard_normal((2, 2, 3, 3))
+    np.testing.assert_allclose(ops.conv2d(x, w), ref_conv2d(np.array(x), w), rtol=RTOL, atol=1e-12)
+    g = r.standard_normal((3, 2, 6, 12))
+    np.testing.assert_allclose(ops.conv2d_weight_grad(g, x, w.shape),
+                               ref_conv2d_weight_grad(g, np.array(x), w.shape), rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("xs, ws, match", [
+    ((2, 3, 8, 8), (4, 2, 3, 3), "channels"),
+    ((2, 1, 4, 4), (1, 1, 5, 5), "kernel"),
+    ((1, 8, 8), (1, 1, 3, 3), "N, C, H, W"),
+])
+def test_conv2d_rejects_bad_shapes(xs, ws, match):
+    with pytest.raises(ValueError, match=match):
+        ops.conv2d(np.zeros(xs), np.zeros(ws))
+
+
+def test_maxpool2d_matches_loops():
+    r = np.random.default_rng(3)
+    x = r.standard_normal((3, 2, 6, 8))
+    np.testing.assert_array_equal(ops.maxpool2d(x), ref_maxpool2d(x))
+    g = r.standard_normal((3, 2, 3, 4))
+    vjp, _ = make_vjp(ops.maxpool2d)(x)
+    np.testing.assert_array_equal(vjp(g), ref_maxpool2d_grad(x, g))
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 5, 6), (1, 2, 4, 3), (4, 4)])
+def test_maxpool2d_rejects_bad_shapes(shape):
+    with pytest.raises(ValueError, match="even H and W"):
+        ops.maxpool2d(np.zeros(shape))
+
+
+def test_relu_dense_log_softmax_cross_entropy_match_loops():
+    r = np.random.default_rng(4)
+    x = r.standard_normal((3, 4, 5))
+    x[0, 0, :3] = 0.0
+    np.testing.assert_array_equal(ops.relu(x), ref_relu(x))
+    a, w, b = r.standard_normal((4, 6)), r.standard_normal((3, 6)), r.standard_normal(3)
+    np.testing.assert_allclose(ops.dense(a, w, b), ref_dense(a, w, b), rtol=RTOL)
+    z = 30 * r.standard_normal((5, 10))        # large logits: needs the log-sum-exp shift
+    np.testing.assert_allclose(ops.log_softmax(z), ref_log_softmax(z), rtol=1e-12, atol=1e-12)
+    y = r.integers(0, 10, 5)
+    assert ops.cross_entropy(z, y) == pytest.approx(ref_cross_entropy(z, y), rel=1e-12)
+    np.testing.assert_array_equal(ops.flatten(x[:, None]), x.reshape(3, -1))
+
+
+# ---------------------------------------------------------------------------
+# Finite differences, to second order (float64)
+# ---------------------------------------------------------------------------
+
+def _check(f, *args):
+    np.random.seed(0)           # check_grads draws its directions from numpy's global generator
+    check_grads(f, modes=["rev"], order=2)(*args)
+
+
+def test_check_grads_conv2d_and_its_adjoints():
+    r = np.random.default_rng(5)
+    x, w = r.standard_normal((2, 2, 7, 6)), r.standard_normal((3, 2, 3, 2))
+    g = r.standard_normal((2, 3, 5, 5))
+    _check(lambda xx: ops.conv2d(xx, w), x)
+    _check(lambda ww: ops.conv2d(x, ww), w)
+    _check(lambda gg: ops.conv2d_input_grad(gg, w, x.shape), g)
+    _check(lambda ww: ops.conv2d_input_grad(g, ww, x.shape), w)
+    _check(lambda gg: ops.conv2d_weight_grad(gg, x, w.shape), g)
+    _check(lambda xx: ops.conv2d_weight_grad(g, xx, w.shape), x)
+
+
+def test_check_grads_pooling_relu_dense_softmax():
+    r = np.random.default_rng(6)
+    x = r.standard_normal((2, 3, 4, 6))        # continuous values: no ties, no zeros
+    _check(ops.maxpool2d, x)
+    _check(lambda xx: ops.maxpool2d(ops.relu(xx)) ** 2, x)
+    a, w, b = r.standard_normal((4, 5)), r.standard_normal((3, 5)), r.standard_normal(3)
+    _check(lambda aa: ops.dense(aa, w, b), a)
+    _check(lambda ww: ops.dense(a, ww, b), w)
+    _check(lambda bb: ops.dense(a, w, bb), b)
+    y = np.array([0, 2, 1, 2])
+    _check(ops.log_softmax, a)
+    _check(lambda z: ops.cross_entropy(z, y), a)
+
+
+def _generic_model(seed=7, n=3):
+    """float64 params with non-zero biases and images without exact ties or zeros."""
+    r = np.random.default_rng(seed)
+    params = init_params(seed, dtype=np.float64)
+    params = {k: v + 0.05 * r.standard_normal(v.shape) for k, v in params.items()}
+    x = r.uniform(0.05, 0.95, size=(n, 1, 28, 28))
+    y = r.integers(0, 10, n)
+    return params, x, y
+
+
+def test_check_grads_loss_wrt_params_and_input():
+    params, x, y = _generic_model()
+    _check(lambda p: loss(p, x, y), params)
+    _check(lambda xx: loss(params, xx, y), x)
+
+
+def test_check_grads_gradient_regularized_loss_wrt_params():
+    params, x, y = _generic_model(seed=8, n=2)
+    _check(lambda p: gradient_regularized_loss(p, x, y, 0.7), params)
+
+
+# ---------------------------------------------------------------------------
+# Ties: PyTorch's conventions
+# ---------------------------------------------------------------------------
+
+def test_relu_gradient_is_zero_at_zero():
+    x = np.array([-1.0, 0.0, -0.0, 1e-300, 2.0])
+    np.testing.assert_array_equal(grad(lambda v: anp.sum(ops.relu(v)))(x), [0, 0, 0, 1, 1])
+    # and the second derivative exists (it is 0)
+    hvp = grad(lambda v: anp.sum(grad(lambda u: anp.sum(ops.relu(u) ** 2))(v)))(x)
+    np.testing.assert_array_equal(hvp, [0, 0, 0, 2, 2])
+
+
+def test_pooling_ties_go_to_the_first_max_in_row_major_order():
+    # every 2x2 window with entries in {0, 1, 2}: 81 windows, most of them with ties
+    windows = np.array(list(itertools.product([0.0, 1.0, 2.0], repeat=4)))   # (81, 4)
+    x = np.zeros((1, 81, 2, 2))
+    x[0, :, 0, 0], x[0, :, 0, 1], x[0, :, 1, 0], x[0, :, 1, 1] = windows.T
+    g = np.arange(1.0, 82.0).reshape(1, 81, 1, 1)
+    vjp, y = make_vjp(ops.maxpool2d)(x)
+    np.testing.assert_array_equal(y, ref_maxpool2d(x))
+    dx = vjp(g)
+    np.testing.assert_array_equal(dx, ref_maxpool2d_grad(x, g))
+    # exactly one entry per window receives the whole gradient
+    np.testing.assert_array_equal(np.count_nonzero(dx, axis=(2, 3)), np.ones((1, 81)))
+    # spot checks written out by hand
+    k = {tuple(wi): idx for idx, wi in enumerate(windows.tolist())}
+    assert dx[0, k[(2, 2, 2, 2)], 0, 0] == g[0, k[(2, 2, 2, 2)], 0, 0]
+    assert dx[0, k[(0, 2, 2, 0)], 0, 1] != 0
+    assert dx[0, k[(1, 0, 2, 2)], 1, 0] != 0
+    assert dx[0, k[(0, 1, 1, 2)], 1, 1] != 0
+
+
+def test_pooling_second_order_routes_like_the_first():
+    """The VJP of the pooling VJP reads the same first-max positions (used by double backprop)."""
+    r = np.random.default_rng(9)
+    x = r.integers(0, 3, size=(2, 3, 4, 6)).astype(np.float64)      # many ties
+    h = r.standard_normal(x.shape)
+
+    def routed(g):   # <VJP(g), h>, linear in g: its gradient is h read at the first maxima
+        vjp, _ = make_vjp(ops.maxpool2d)(x)
+        return anp.sum(vjp(g) * h)
+    got = grad(routed)(np.ones((2, 3, 2, 3)))
+    want = np.zeros((2, 3, 2, 3))
+    for a, c, p, q in itertools.product(range(2), range(3), range(2), range(3)):
+        i, j = ref_first_max(x, a, c, p, q)
+        want[a, c, p, q] = h[a, c, 2 * p + i, 2 * q + j]
+    np.testing.assert_array_equal(got, want)
+
+
+def _tie_heavy(n, dtype, seed=0):
+    """MNIST-like images: exact-zero background and 8-bit quantized strokes."""
+    r = np.random.default_rng(seed)
+    x = np.zeros((n, 1, 28, 28))
+    for a in range(n):
+        cy, cx = r.integers(7, 21, size=2)
+        x[a, 0, cy - 5:cy + 5, cx - 3:cx + 4] = r.integers(0, 256, size=(10, 7)) / 255
+        x[a, 0, cy - 5:cy + 5, cx] = 1.0                       # a saturated stroke: ties at the max
+    return x.astype(dtype), r.integers(0, 10, n)
+
+
+def test_against_pytorch_on_tie_heavy_inputs():
+    torch = pytest.importorskip("torch")
+    from scratchadv.torch_model import to_torch
+    params = {k: v.astype(np.float64) for k, v in init_params(3, dtype=np.float64).items()}
+    r = np.random.default_rng(3)
+    params = {k: (v + 0.1 * r.standard_normal(v.shape) if k.endswith("bias") else v)
+              for k, v in params.items()}
+    x, y = _tie_heavy(6, np.float64)
+    module = to_torch(params, dtype=np.float64)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    logits = module(xt)
+    ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="sum")
+    gx, = torch.autograd.grad(ce, xt, create_graph=True)
+    lam = 0.5
+    reg = ce / len(y) + lam * (gx ** 2).sum() / len(y)
+    gp = torch.autograd.grad(reg, list(module.parameters()))
+    names = [k for k, _ in module.named_parameters()]
+
+    np.testing.assert_allclose(predict(params, x), logits.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(input_gradient(params, x, y), gx.detach().numpy(), rtol=1e-9, atol=1e-12)
+    ours = grad(gradient_regularized_loss)(params, x, y, lam)
+    for k, v in zip(names, gp):
+        np.testing.assert_allclose(ours[k], v.numpy(), rtol=1e-8, atol=1e-11, err_msg=k)
+    # the tie-heavy inputs do exercise the tie rules: a split-gradient rule would differ
+    assert np.sum(x == 0) > 0.8 * x.size
+
+
+# ---------------------------------------------------------------------------
+# dtypes: float32 stays float32 (forward, gradients, second order); float64 stays float64
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(dtype):
+    x, y = _tie_heavy(4, dtype, seed=1)
+    params = init_params(0, dtype=dtype)
+    r = np.random.default_rng(0)
+    w = r.standard_normal((3, 2, 3, 3)).astype(dtype)
+    xs = r.standard_normal((2, 2, 6, 8)).astype(dtype)
+    g = r.standard_normal((2, 3, 4, 6)).astype(dtype)
+    outs = {
+        "conv2d": ops.conv2d(xs, w),
+        "conv2d_input_grad": ops.conv2d_input_grad(g, w, xs.shape),
+        "conv2d_weight_grad": ops.conv2d_weight_grad(g, xs, w.shape),
+        "maxpool2d": ops.maxpool2d(xs),
+        "maxpool2d vjp": make_vjp(ops.maxpool2d)(xs)[0](ops.maxpool2d(xs)),
+        "relu": ops.relu(xs),
+        "log_softmax": ops.log_softmax(xs[:, 0, 0]),
+        "cross_entropy": ops.cross_entropy(xs[:, 0, 0], np.array([0, 1])),
+        "predict": predict(params, x),
+        "input_gradient": input_gradient(params, x, y),
+    }
+    outs.update({"grad loss " + k: v for k, v in grad(loss)(params, x, y).items()})
+    outs.update({"grad reg " + k: v for k, v in
+                 grad(gradient_regularized_loss)(params, x, y, 0.1).items()})
+    outs["grad reg x"] = grad(gradient_regularized_loss, 1)(params, x, y, 0.1)
+    bad = {k: np.asarray(v).dtype for k, v in outs.items() if np.asarray(v).dtype != dtype}
+    assert not bad, f"expected {np.dtype(dtype)} everywhere, got {bad}"
