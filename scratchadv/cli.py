@@ -546,11 +546,12 @@ def _run_attack(args):
               else ((y[:, None] + per[None]) % 10).ravel()).astype(np.int64)
         cps = np.repeat(clean_pred, len(per))
     else:
-        xs, ys, cps = x, y, clean_pred
+        xs, ys, cps, kept = x, y, clean_pred, None
         ts = None if args.target is None else np.full(n, args.target, dtype=np.int64)
         if ts is not None and m != "penalty":
             keep = ys != ts            # a targeted attack towards the true label is meaningless
             xs, ys, ts, cps = xs[keep], ys[keep], ts[keep], cps[keep]
+            kept = keep
             if not len(xs):
                 raise ValueError(f"--target: every one of the first {n} images has label {args.target}")
 
@@ -594,6 +595,12 @@ def _run_attack(args):
         metrics["success_rate_per_target"] = {
             str(c): float(np.mean(res.success[(ts == c) & (cps == ys) & (ys != c)]))
             for c in range(10) if np.any((ts == c) & (cps == ys) & (ys != c))}
+    elif kept is not None:
+        # images whose label is the target are not attacked: they keep their clean prediction
+        pred = clean_pred.copy()
+        pred[kept] = res.pred
+        metrics["robust_acc"] = float(np.mean(pred == y))
+        metrics["not_attacked"] = int(np.sum(~kept))
     metrics["seconds"] = seconds
     metrics["config"] = config
     print(f"{m}{' ' + args.norm if m in ('fgsm', 'pgd') else ''}: clean acc {metrics['clean_acc']:.4f}, "
@@ -604,12 +611,12 @@ def _run_attack(args):
     if args.metrics:
         atomic_write_json(args.metrics, metrics)
     if args.figure:
-        _attack_figure(args.figure, m, args, x, y, xs, ys, ts, res, params, arch)
+        _attack_figure(args.figure, m, args, config, xs, ys, ts, res, params, arch)
         print(f"figure: {args.figure}")
     return 0
 
 
-def _attack_figure(path, method, args, x, y, xs, ys, ts, res, params, arch):
+def _attack_figure(path, method, args, config, xs, ys, ts, res, params, arch):
     """The lecture view for the first image: ascent snapshots, the targeted grid, or
     clean | perturbation | adversarial."""
     import numpy as np
@@ -643,9 +650,12 @@ def _attack_figure(path, method, args, x, y, xs, ys, ts, res, params, arch):
                                suptitle=f"{what}: a test \"{int(ys[0])}\" to every class")
     i = 0
     target = None if ts is None else int(ts[i])
+    what = (f"{method} {config['norm']} eps {config['eps']:g}" if method in ("fgsm", "pgd")
+            else f"penalty attack ({config['penalty']}, lam {config['lam']:g})")
+    towards = f", target {target}" if target is not None else ""
     return plots.plot_perturbation(path, xs[i], res.x_adv[i], probs(xs[i:i + 1])[0], res.probs[i],
                                    true=int(ys[i]), target=target,
-                                   title=f"{method} (first attacked test image, label {int(ys[i])})")
+                                   title=f"{what}{towards}: first attacked test image (label {int(ys[i])})")
 
 
 @command("fake", help="the lecture's fake images: descend a class's loss from uniform noise")
