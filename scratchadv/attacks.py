@@ -626,7 +626,8 @@ def gradient_ascent(params, x, y, *, step=0.05, steps=20, snapshot_steps=None,
     x: (N, 1, 28, 28) in [0, 1]; y: (N,) int64. -> :class:`AttackResult` with
     ``snapshots[k]`` / ``snapshot_probs[k]`` the images and probabilities after k steps
     for k in ``snapshot_steps`` (default: 0, 5, 10, 15, 20 up to ``steps``, as in the
-    lecture's figure; a stopped image keeps its last state; 0 is the clean image) and ``loss_history`` (steps + 1, N) of CE(y) (frozen once an image stops).
+    lecture's figure; a stopped image keeps its last state; 0 is the clean image) and
+    ``loss_history`` (steps + 1, N) of CE(y) (frozen once an image stops).
     ``batch_size``: images per chunk (memory only). ``verbose``: a progress bar.
     """
     _check_model(params, predict_fn)

@@ -61,14 +61,16 @@ def main(argv=None):
     steps = r.steps[ok & r.success]
     m.update({"steps_median": float(np.median(steps)) if len(steps) else None,
               "steps_histogram": np.bincount(steps, minlength=21).tolist(),
-              "misclassified_after": {str(k): float(np.mean(r.snapshot_probs[k][ok].argmax(1) != y[ok]))
-                                      for k in sorted(r.snapshots)},
+              "misclassified_after": {
+                  str(k): float(np.mean(r.snapshot_probs[k][ok].argmax(1) != y[ok]))
+                  for k in sorted(r.snapshots)},
               "figure_index": i, "model": os.path.abspath(a.model)})
     atomic_write_json(os.path.join(a.out, "untargeted.json"), m)
     print(f"first {a.n} test images: clean acc {m['clean_acc']:.4f}; misclassified within 20 steps: "
           f"{m['success_rate']:.4f} of the correct ones (median {m['steps_median']} steps); "
           f"accuracy after the attack {m['robust_acc']:.4f}")
-    print("  misread after k steps: " + ", ".join(f"{k}: {v:.3f}" for k, v in m["misclassified_after"].items()))
+    print("  misread after k steps: "
+          + ", ".join(f"{k}: {v:.3f}" for k, v in m["misclassified_after"].items()))
     print(f"  median change: Linf {m['median_linf']:.3f}, L2 {m['median_l2']:.3f}")
     print(f"figures and numbers in {a.out}/")
     return 0

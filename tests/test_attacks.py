@@ -6,7 +6,6 @@ predictions flip easily); the full-data checks at the end are marked ``mnist``.
 import numpy as np
 import pytest
 
-from scratchadv import attacks
 from scratchadv.attacks import (AttackResult, fake_image, fgsm, gradient_ascent,
                                 minimal_perturbation, penalty_attack, pgd)
 from scratchadv.losses import per_example_loss
