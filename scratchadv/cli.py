@@ -189,6 +189,9 @@ def _add_gradcheck(p):
                    help="random unit directions compared per array (default 2)")
     p.add_argument("--no-jitter", action="store_true",
                    help="keep exact ties (blank backgrounds): finite differences then hit kinks")
+    p.add_argument("--eps", type=float, default=1e-6,
+                   help="finite-difference step (default 1e-6; 1e-5 suits the tiny gradients "
+                        "of a confident trained model better)")
     p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default 1e-6)")
     p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8)")
     p.add_argument("--metrics", default=None, help="write the report as JSON here")
@@ -237,7 +240,7 @@ def _run_gradcheck(args):
           + ("" if args.no_jitter else " (jittered by 1e-3 off exact ties)"))
     results = check_network(params, x, y, predict_fn=arch.predict, lam=args.lam,
                             order=args.order, coords=args.coords, directions=args.directions,
-                            rtol=args.rtol, atol=args.atol, rng=rng)
+                            eps=args.eps, rtol=args.rtol, atol=args.atol, rng=rng)
     failed = 0
     for title, rows in results:
         print()
@@ -249,7 +252,7 @@ def _run_gradcheck(args):
     if args.metrics:
         atomic_write_json(args.metrics, {
             "source": source, "images": images, "order": args.order, "lam": args.lam,
-            "rtol": args.rtol, "atol": args.atol, "passed": failed == 0,
+            "eps": args.eps, "rtol": args.rtol, "atol": args.atol, "passed": failed == 0,
             "checks": {title: rows for title, rows in results}})
     return 1 if failed else 0
 

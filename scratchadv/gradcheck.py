@@ -351,9 +351,10 @@ def generic_point(params, x, rng, jitter=1e-3, bias_scale=0.1):
 
     Zero biases are replaced by N(0, bias_scale^2) draws (freshly initialised networks
     have zero biases, and on blank backgrounds every pre-activation then sits exactly
-    on the ReLU kink). Images become ``jitter + (1 - 2 jitter) x + U(-jitter, jitter)``:
-    still in [0, 1], no exact ties left, and the nearest kink is ~1e-4 away, far
-    beyond the 1e-6 finite-difference step. Returns new float64 (params, x).
+    on the ReLU kink). Images become ``2 jitter + (1 - 4 jitter) x + U(-jitter, jitter)``:
+    inside [jitter, 1 - jitter] (finite-difference steps stay within [0, 1], which the
+    losses check), no exact ties left, and kinks typically ~1e-4 away, far beyond the
+    1e-6 finite-difference step. Returns new float64 (params, x).
     """
     p = {}
     for k, v in params.items():
@@ -363,7 +364,7 @@ def generic_point(params, x, rng, jitter=1e-3, bias_scale=0.1):
         p[k] = v
     x = onp.asarray(x, dtype=onp.float64)
     if jitter:
-        x = jitter + (1 - 2 * jitter) * x + jitter * rng.uniform(-1, 1, size=x.shape)
+        x = 2 * jitter + (1 - 4 * jitter) * x + jitter * rng.uniform(-1, 1, size=x.shape)
     return p, x
 
 
