@@ -136,8 +136,8 @@ def conv2d(x, w):
     the same instruction sequence, so identical patches (saturated strokes, blank
     background) give bit-identical outputs and pooling sees the same ties as PyTorch.
     (With pixels as columns, OpenBLAS rounds the last columns differently.)
-    The result is an (N, O, H', W') view of the (N, H'*W, O) buffer: the wrap-around
-    columns are dropped by slicing, not copying.
+    Each chunk's (m, L, O) result is transposed into the (N, O, H', W') output while
+    it is still in cache, dropping the wrap-around columns on the way.
     """
     _check_conv(x.shape, w.shape)
     x = onp.ascontiguousarray(x)
@@ -150,13 +150,13 @@ def conv2d(x, w):
     chunks = _chunks(n, k * L * x.itemsize)
     step = chunks[0][1]
     buf = onp.empty((step, k, L), dtype=x.dtype)
-    rows = onp.empty((step, L, o), dtype=dt)
-    y = onp.empty((n, o, ho * wd), dtype=dt)
+    rows = onp.empty((step, ho * wd, o), dtype=dt)
+    y = onp.empty((n, o, ho, wo), dtype=dt)
     for a, b in chunks:
         r = rows[:b - a]
-        onp.matmul(_unfold(x[a:b], kh, kw, buf).transpose(0, 2, 1), w2t, out=r)
-        y[a:b, :, :L] = r.transpose(0, 2, 1)      # to NCHW while the chunk is in cache
-    return y.reshape(n, o, ho, wd)[:, :, :, :wo]
+        onp.matmul(_unfold(x[a:b], kh, kw, buf).transpose(0, 2, 1), w2t, out=r[:, :L])
+        y[a:b] = r.reshape(b - a, ho, wd, o)[:, :, :wo].transpose(0, 3, 1, 2)
+    return y
 
 
 @primitive
