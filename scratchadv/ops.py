@@ -70,9 +70,12 @@ def _geometry(x_shape, kh, kw):
 
 
 def _chunks(n, item_bytes):
-    """[(start, stop), ...] over n images, about _CHUNK_BYTES of patches per chunk."""
-    step = max(1, _CHUNK_BYTES // max(1, item_bytes))
-    return [(a, min(n, a + step)) for a in range(0, n, step)]
+    """(step, [(start, stop), ...]): n images in chunks of about _CHUNK_BYTES of patches.
+
+    ``step`` (the largest chunk, >= 1 even for n = 0) sizes the reusable buffers.
+    """
+    step = max(1, min(n, _CHUNK_BYTES // max(1, item_bytes)))
+    return step, [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
 def _unfold(x, kh, kw, buf):
@@ -130,8 +133,7 @@ def conv2d(x, w):
     dt = onp.result_type(x, w)
     w2t = _w_rows(w, dt).T
     k = w2t.shape[0]
-    chunks = _chunks(n, k * L * x.itemsize)
-    step = chunks[0][1]
+    step, chunks = _chunks(n, k * L * x.itemsize)
     buf = onp.empty((step, k, L), dtype=x.dtype)
     rows = onp.empty((step, ho * wd, o), dtype=dt)
     y = onp.empty((n, o, ho, wo), dtype=dt)
@@ -169,7 +171,7 @@ def conv2d_input_grad(g, w, x_shape):
     gj = onp.lib.stride_tricks.as_strided(gp, shape=(n, kw, o, lp), strides=(s0, s2, s1, s2),
                                           writeable=False)
     dx = onp.zeros((n, c, h * wd), dtype=dt)
-    for a, b in _chunks(n, kw * o * lp * onp.dtype(dt).itemsize):
+    for a, b in _chunks(n, kw * o * lp * onp.dtype(dt).itemsize)[1]:
         part = onp.matmul(wt, gj[a:b].reshape(b - a, kw * o, lp)).reshape(b - a, kh, c, lp)
         for i in range(kh):
             dx[a:b, :, i * wd:i * wd + lp] += part[:, i]
@@ -201,7 +203,7 @@ def conv2d_weight_grad(g, x, w_shape):
     xj = onp.lib.stride_tricks.as_strided(x, shape=(n, kw, c, t), strides=(s0, s3, s1, s3),
                                           writeable=False)
     dw = onp.zeros((kh, o, kw * c), dtype=onp.result_type(g, x))
-    for a, b in _chunks(n, kw * c * t * x.itemsize):
+    for a, b in _chunks(n, kw * c * t * x.itemsize)[1]:
         xc = onp.ascontiguousarray(xj[a:b]).reshape(b - a, kw * c, t)
         for i in range(kh):
             dw[i] += onp.matmul(gr[a:b], xc[:, :, i * wd:i * wd + L].transpose(0, 2, 1)).sum(axis=0)

@@ -161,6 +161,15 @@ def test_conv2d_accepts_non_contiguous_input():
                                ref_conv2d_weight_grad(g, np.array(x), w.shape), rtol=RTOL, atol=1e-12)
 
 
+def test_empty_batch():
+    x, w = np.zeros((0, 2, 8, 8), np.float32), np.ones((3, 2, 5, 5), np.float32)
+    g = np.zeros((0, 3, 4, 4), np.float32)
+    assert ops.conv2d(x, w).shape == (0, 3, 4, 4)
+    assert ops.conv2d_input_grad(g, w, x.shape).shape == x.shape
+    np.testing.assert_array_equal(ops.conv2d_weight_grad(g, x, w.shape), np.zeros(w.shape))
+    assert ops.maxpool2d(x).shape == (0, 2, 4, 4)
+
+
 @pytest.mark.parametrize("xs, ws, match", [
     ((2, 3, 8, 8), (4, 2, 3, 3), "channels"),
     ((2, 1, 4, 4), (1, 1, 5, 5), "kernel"),
