@@ -16,8 +16,12 @@ penalty W           d/dW (1/N) sum_i ||d loss_i / d x_i||^2 alone: the second-or
                     part of the row above, which the plain loss gradient could hide
 pgd step            one Linf PGD step without random start:
                     clip(x + a * sign(grad x), max(x - eps, 0), min(x + eps, 1));
-                    compared as the perturbation x_adv - x, and the number of pixels
-                    where the two gradient signs differ is reported
+                    compared as the perturbation x_adv - x on the pixels whose gradient
+                    sign is determined at the target precision, |g_i| > target *
+                    max|g| (elsewhere the two gradients are equal to within the target
+                    and sign() may legitimately differ: in float32, confidently
+                    classified digits have input gradients of ~1e-9 that are rounding
+                    noise in both libraries); such sign flips are counted and reported
 ==================  ================================================================
 
 Errors: for our value ``a`` and PyTorch's ``b`` (arrays of one quantity)
@@ -189,8 +193,16 @@ def compare(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, st
         for k in params:
             add(f"{label} [{k}]", key, k)
     add("grad x", "grad_x")
-    flips = int(onp.sum(onp.sign(a["grad_x"]) != onp.sign(b["grad_x"])))
-    add("pgd step (x_adv - x)", "pgd_delta", sign_flips=flips)
+    # sign() is discontinuous at 0: compare the step where the sign is determined
+    gb = onp.abs(onp.asarray(b["grad_x"], dtype=onp.float64))
+    determined = gb > TARGETS[onp.dtype(dtype).name] * gb.max()
+    flip = onp.sign(a["grad_x"]) != onp.sign(b["grad_x"])
+    d, r = errors(a["pgd_delta"][determined], b["pgd_delta"][determined])
+    rows.append({"quantity": "pgd step (x_adv - x)", "abs_err": d, "rel_err": r,
+                 "scale": float(onp.max(onp.abs(b["pgd_delta"]))),
+                 "sign_flips": int(flip.sum()), "flips_where_determined": int((flip & determined).sum()),
+                 "undetermined_pixels": int((~determined).sum()),
+                 "abs_err_all_pixels": errors(a["pgd_delta"], b["pgd_delta"])[0]})
     return rows
 
 
@@ -208,7 +220,8 @@ def format_rows(rows, target, title=None):
     lines += [head, "-" * len(head)]
     for r in rows:
         ok = r["rel_err"] <= target
-        extra = f"  ({r['sign_flips']} gradient-sign flips)" if r.get("sign_flips") else ""
+        extra = (f"  ({r['sign_flips']} sign flips where |g| <= target * max|g|)"
+                 if r.get("sign_flips") else "")
         ref = ""
         if f64:
             ref = (f"{r['ours_vs_f64']:>9.1e} {r['torch_vs_f64']:>9.1e}  " if "ours_vs_f64" in r
@@ -233,7 +246,9 @@ def image_sets(n, seed, data=None, which=("mnist", "random")):
             from scratchadv.data import load_mnist
             _, _, x_test, y_test = load_mnist(data)
             pick = onp.sort(rng.choice(len(x_test), size=n, replace=False))
-            out["mnist"] = (x_test[pick], y_test[pick], f"MNIST test images {pick.tolist()}")
+            shown = pick.tolist()[:8]
+            out["mnist"] = (x_test[pick], y_test[pick],
+                            f"{n} MNIST test images {shown}"[:-1] + (", ...]" if n > 8 else "]"))
         except Exception as e:        # no data: synthetic digits keep the exact ties
             x = onp.zeros((n, 1, 28, 28), dtype=onp.float32)
             for i in range(n):
@@ -282,6 +297,8 @@ def summary(report):
     for dt in sorted({c["dtype"] for c in report}):
         rows = [r for c in report if c["dtype"] == dt for r in c["rows"]]
         out[dt] = {g: max(r["rel_err"] for r in rows if r["quantity"].startswith(g)) for g in groups}
+        out[dt]["pgd sign flips (undetermined pixels)"] = sum(
+            r.get("sign_flips", 0) for r in rows)
     return out
 
 
@@ -348,7 +365,8 @@ def main(argv=None):
         print("\nworst rel err over all cases:")
         for dt, groups in worst_.items():
             print(f"  {dt} (target {TARGETS[dt]:g}): " +
-                  ", ".join(f"{g} {v:.1e}" for g, v in groups.items()))
+                  ", ".join(f"{g} {v:.1e}" if isinstance(v, float) else f"{g} {v}"
+                            for g, v in groups.items()))
         print("all within target" if ok else "SOME QUANTITIES OVER TARGET")
     doc = {"torch_version": torch.__version__, "passed": ok, "targets": TARGETS,
            "rel_err_definition": "max|ours - torch| / max|torch|", "lam": args.lam,

@@ -66,7 +66,7 @@ def test_every_quantity_matches_torch(arch, dtype):
         if dtype == "float32":      # each library against the float64 result, for context
             assert all(("ours_vs_f64" in r) == (not r["quantity"].startswith("pgd")) for r in rows)
         pgd = rows[names.index("pgd step (x_adv - x)")]
-        assert pgd["scale"] == pytest.approx(0.01, rel=1e-5) and pgd.get("sign_flips", 0) == 0
+        assert pgd["scale"] == pytest.approx(0.01, rel=1e-5) and pgd["flips_where_determined"] == 0
 
 
 def test_a_different_tie_convention_is_caught(monkeypatch):
