@@ -43,7 +43,6 @@ import numpy as onp
 
 from . import __version__
 from .fileio import atomic_write, atomic_write_json, check_writable
-from .progress import Progress
 from .validate import check_int
 
 __all__ = ["PRESETS", "REFERENCES", "SECTIONS", "default_cache_dir", "cache_key", "cached_fit",
@@ -61,8 +60,7 @@ PRESETS = {
         "ascent_step": 0.05, "ascent_steps": 20, "ascent_n": 1000,
         "eval_n": 1000, "eval_eps": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5],
         "eval_steps": 40, "eval_restarts": 5,
-        "shallow_epochs": 10, "minpert_n": 1000, "minpert_search": 10, "minpert_steps": 40,
-        "minpert_max_linf": 0.5, "minpert_max_l2": 14.0,
+        "shallow_epochs": 10, "minpert_n": 1000, "minpert_search": 10, "minpert_steps": 20,
         "targeted_n": 1000, "penalty_lam": 30.0, "penalty_steps": 100, "penalty_lr": 0.1,
         "targeted_pgd_eps": 0.3, "targeted_pgd_steps": 40,
         "defense_n_train": 60000, "defense_epochs": 10, "pgd_train_steps": None, "gradreg_lam": None,
@@ -74,10 +72,9 @@ PRESETS = {
         "eval_n": 200, "eval_eps": [0.0, 0.1, 0.2, 0.3, 0.5],
         "eval_steps": 10, "eval_restarts": 1,
         "shallow_epochs": 2, "minpert_n": 50, "minpert_search": 7, "minpert_steps": 10,
-        "minpert_max_linf": 0.5, "minpert_max_l2": 14.0,
         "targeted_n": 50, "penalty_lam": 30.0, "penalty_steps": 100, "penalty_lr": 0.1,
         "targeted_pgd_eps": 0.3, "targeted_pgd_steps": 10,
-        "defense_n_train": 5000, "defense_epochs": 2, "pgd_train_steps": 3, "gradreg_lam": None,
+        "defense_n_train": 4000, "defense_epochs": 2, "pgd_train_steps": 2, "gradreg_lam": None,
     },
 }
 
@@ -98,10 +95,8 @@ SETTING_DOCS = {
     "eval_restarts": "PGD random restarts in the evaluation",
     "shallow_epochs": "epochs of softmax regression and the MLP",
     "minpert_n": "test images for the minimal-perturbation search",
-    "minpert_search": "bisection halvings of the minimal-perturbation search",
+    "minpert_search": "bisection halvings of [0, 1] (Linf) and [0, 28] (L2) in the minimal-perturbation search",
     "minpert_steps": "PGD steps per bisection probe",
-    "minpert_max_linf": "upper end of the Linf search interval",
-    "minpert_max_l2": "upper end of the L2 search interval",
     "targeted_n": "test images for the targeted success rates",
     "penalty_lam": "weight of the closeness penalty (lecture: 30)",
     "penalty_steps": "gradient steps of the penalty attack",
@@ -119,9 +114,11 @@ REFERENCES = {
     "lecture_train_acc": 0.995,
     "lecture_val_acc": 0.991,
     "lecture_fake_prob_0": 0.998,
-    # Goodfellow, Shlens & Szegedy (2015), sec. 4-5: FGSM at eps 0.25 on MNIST
+    # Goodfellow, Shlens & Szegedy (2015), sec. 4: FGSM at eps 0.25 on MNIST (error, mean confidence)
     "goodfellow_softmax_fgsm025_error": 0.999,
+    "goodfellow_softmax_fgsm025_confidence": 0.793,
     "goodfellow_maxout_fgsm025_error": 0.894,
+    "goodfellow_maxout_fgsm025_confidence": 0.976,
     # Ross & Doshi-Velez (2018), MNIST, FGSM accuracy at eps 0.1 / 0.2 / 0.3
     "ross_eps": [0.1, 0.2, 0.3],
     "ross_normal_fgsm": [0.727, 0.277, 0.113],
@@ -443,7 +440,7 @@ def section_fake(ctx):
 
 def section_untargeted(ctx):
     """3. The lecture's normalized gradient ascent on a "7", then FGSM/PGD robust accuracy vs eps."""
-    from .attacks import gradient_ascent
+    from .attacks import gradient_ascent, summarize
     from .evaluate import evaluate_model, plot_report
     from .model import predict_batched
     from .plots import plot_ascent, plot_perturbation
@@ -462,17 +459,17 @@ def section_untargeted(ctx):
                       true=7, title=f"the \"7\" after the ascent ({int(one.steps[0])} steps)")
     n = s["ascent_n"]
     many = gradient_ascent(params, x_te[:n], y_te[:n], step=s["ascent_step"], steps=s["ascent_steps"],
-                           snapshot_steps=(), predict_fn=predict_fn)
-    clean_ok = onp.argmax(predict_batched(params, x_te[:n], predict_fn=predict_fn), 1) == y_te[:n]
-    flipped = many.success & clean_ok
+                           snapshot_steps=(), predict_fn=predict_fn, verbose=ctx["verbose"])
+    clean_pred = onp.argmax(predict_batched(params, x_te[:n], predict_fn=predict_fn), 1)
+    summary = summarize(many, y_te[:n], clean_pred)
+    flipped = many.success & (clean_pred == y_te[:n])
     ascent = {"index": i7, "steps_used": int(one.steps[0]), "success": bool(one.success[0]),
               "final_pred": int(one.pred[0]), "final_prob": float(one.probs[0].max()),
               "linf": float(one.linf[0]), "l2": float(one.l2[0]),
               "probs_by_step": {str(k): v[0].tolist() for k, v in one.snapshot_probs.items()},
-              "n": n, "n_clean_correct": int(clean_ok.sum()),
-              "success_rate": float(flipped.sum() / max(1, clean_ok.sum())),
-              "median_steps": _median(many.steps[flipped]), "median_linf": _median(many.linf[flipped]),
-              "median_l2": _median(many.l2[flipped])}
+              "n": n, "n_clean_correct": summary["attacked"], "success_rate": summary["success_rate"],
+              "median_steps": _median(many.steps[flipped]), "median_linf": summary["median_linf"],
+              "median_l2": summary["median_l2"], "summary": summary}
     _say(ctx, f"    ascent: the \"7\" (test #{i7}) becomes a {ascent['final_pred']} after "
               f"{ascent['steps_used']} steps; {_pct(ascent['success_rate'])} of {n} images flipped")
     ne = s["eval_n"]
@@ -505,7 +502,7 @@ def _eval_rows(report):
 def section_shallow_vs_deep(ctx):
     """4. Median minimal perturbation (Linf, L2) of softmax regression, an MLP and the CNN."""
     from .attacks import fgsm, minimal_perturbation
-    from .model import accuracy, get_architecture
+    from .model import accuracy, get_architecture, predict_batched
     s = ctx["settings"]
     x_tr, y_tr = ctx["x_train"][:s["n_train"]], ctx["y_train"][:s["n_train"]]
     x_val, y_val = ctx["x_test"][:s["n_val"]], ctx["y_test"][:s["n_val"]]
@@ -523,19 +520,21 @@ def section_shallow_vs_deep(ctx):
     x, y = ctx["x_test"][:n], ctx["y_test"][:n]
     table, radii = [], {"linf": {}, "l2": {}}
     for mi, (label, (p, f, arch_name, reused)) in enumerate(models.items()):
+        ok = onp.argmax(predict_batched(p, x, predict_fn=f), 1) == y    # only these can be flipped
         row = {"model": label, "architecture": arch_name, "test_accuracy": accuracy(p, x_val, y_val, predict_fn=f),
-               "reused_cache": reused}
+               "reused_cache": reused, "n_correct": int(ok.sum())}
         for ni, norm in enumerate(("linf", "l2")):
-            res = minimal_perturbation(p, x, y, norm=norm,
-                                       max_eps=s["minpert_max_linf"] if norm == "linf" else s["minpert_max_l2"],
-                                       search_steps=s["minpert_search"], steps=s["minpert_steps"],
+            res = minimal_perturbation(p, x[ok], y[ok], norm=norm, search_steps=s["minpert_search"],
+                                       steps=s["minpert_steps"],
                                        rng=onp.random.default_rng([ctx["seed"], 4, mi, ni]),
                                        predict_fn=f, verbose=ctx["verbose"])
-            ok = res.eps > 0            # misclassified from the start: eps 0, not counted
-            radii[norm][label] = res.eps[ok]
-            row[f"median_{norm}"] = _median(res.eps[ok])
-            row[f"unflipped_{norm}"] = int(onp.sum(~onp.isfinite(res.eps)))
-        row["n_correct"] = int(onp.sum(ok))
+            # the size of the adversarial found (<= the bisection radius); inf: never flipped
+            size = onp.where(res.success, getattr(res, norm), onp.inf)
+            radii[norm][label] = size
+            row[f"median_{norm}"] = _median(size)
+            fin = size[onp.isfinite(size)]
+            row[f"mean_{norm}"] = float(fin.mean()) if len(fin) else None
+            row[f"unflipped_{norm}"] = int(onp.sum(~res.success))
         adv = fgsm(p, x, y, eps=0.25, predict_fn=f)
         row["fgsm025_error"] = float(1 - onp.mean(adv.pred == y))
         row["fgsm025_mean_confidence_wrong"] = float(adv.probs[adv.pred != y].max(1).mean()) \
@@ -546,7 +545,7 @@ def section_shallow_vs_deep(ctx):
                                title=f"smallest PGD perturbation that flips each correctly classified image "
                                      f"(first {n} test images)")
     r = {"n": n, "search_steps": s["minpert_search"], "pgd_steps": s["minpert_steps"],
-         "max_linf": s["minpert_max_linf"], "max_l2": s["minpert_max_l2"], "table": table, "figures": [fig]}
+         "max_linf": 1.0, "max_l2": 28.0, "table": table, "figures": [fig]}
     r["summary"] = "median minimal Linf / L2: " + ", ".join(
         f"{t['model'].split(' (')[0]} {t['median_linf']:.3f} / {t['median_l2']:.2f}" for t in table)
     return r
@@ -554,7 +553,7 @@ def section_shallow_vs_deep(ctx):
 
 def section_targeted(ctx):
     """5. Lecture's targeted penalty attack: one "7" to each class; rates on many test images."""
-    from .attacks import penalty_attack, pgd
+    from .attacks import penalty_attack, pgd, summarize
     from .model import predict_batched
     from .plots import plot_targeted_grid
     s = ctx["settings"]
@@ -577,33 +576,19 @@ def section_targeted(ctx):
                      "linf": res.linf.tolist()}
     n = s["targeted_n"]
     x, y = x_te[:n], y_te[:n]
-    rng = _rng(ctx, 5)
-    t = ((y + rng.integers(1, 10, size=n)) % 10).astype(onp.int64)     # a random wrong class
-    clean_ok = onp.argmax(predict_batched(params, x, predict_fn=predict_fn), 1) == y
+    t = ((y + _rng(ctx, 5).integers(1, 10, size=n)) % 10).astype(onp.int64)   # a random wrong class
+    clean_pred = onp.argmax(predict_batched(params, x, predict_fn=predict_fn), 1)
     stats = {}
-    chunk = 100
     for pen in ("l1", "l2"):
-        parts = []
-        bar = Progress(total=n, desc=f"penalty attack ({pen})", enable=ctx["verbose"])
-        for i in range(0, n, chunk):        # chunks only for the progress bar: images are independent
-            parts.append(penalty_attack(params, x[i:i + chunk], t[i:i + chunk], lam=s["penalty_lam"],
-                                        penalty=pen, steps=s["penalty_steps"], lr=s["penalty_lr"],
-                                        predict_fn=predict_fn))
-            bar.update(len(x[i:i + chunk]))
-        bar.close()
-        succ = onp.concatenate([p.success for p in parts]) & clean_ok
-        norms = {k: onp.concatenate([getattr(p, k) for p in parts]) for k in ("l1", "l2", "linf")}
-        stats[f"penalty-{pen}"] = {
-            "success_rate": float(succ.sum() / max(1, clean_ok.sum())),
-            **{f"median_{k}": _median(v[succ]) for k, v in norms.items()}}
-    res = pgd(params, x, y, eps=s["targeted_pgd_eps"], steps=s["targeted_pgd_steps"],
-              step_size=2.5 * s["targeted_pgd_eps"] / s["targeted_pgd_steps"], norm="linf",
-              target=t, rng=_rng(ctx, 50), predict_fn=predict_fn, verbose=ctx["verbose"])
-    succ = res.success & clean_ok
-    stats["pgd-linf"] = {"success_rate": float(succ.sum() / max(1, clean_ok.sum())),
-                         **{f"median_{k}": _median(getattr(res, k)[succ]) for k in ("l1", "l2", "linf")}}
+        res = penalty_attack(params, x, t, lam=s["penalty_lam"], penalty=pen, steps=s["penalty_steps"],
+                             lr=s["penalty_lr"], predict_fn=predict_fn, verbose=ctx["verbose"])
+        stats[f"penalty-{pen}"] = summarize(res, y, clean_pred)
+    eps, k = s["targeted_pgd_eps"], s["targeted_pgd_steps"]
+    res = pgd(params, x, y, eps=eps, steps=k, step_size=2.5 * eps / k, norm="linf", target=t,
+              rng=_rng(ctx, 50), predict_fn=predict_fn, verbose=ctx["verbose"])
+    stats["pgd-linf"] = summarize(res, y, clean_pred)
     r = {"index": i7, "lam": s["penalty_lam"], "steps": s["penalty_steps"], "lr": s["penalty_lr"],
-         "grid": grid, "n": n, "n_clean_correct": int(clean_ok.sum()), "stats": stats,
+         "grid": grid, "n": n, "n_attacked": stats["pgd-linf"]["attacked"], "stats": stats,
          "pgd_eps": s["targeted_pgd_eps"], "pgd_steps": s["targeted_pgd_steps"], "figures": figs}
     g1 = sum(grid["l1"]["success"])
     r["summary"] = (f"the \"7\" reached {g1}/10 targets (L1 penalty); on {n} images: "
@@ -772,8 +757,8 @@ def _md_untargeted(r, refs, fig_no):
              f"{a['steps_used']} steps; the change has Linf {a['linf']:.3f} and L2 {a['l2']:.2f}. "
              f"On the first {a['n']} test images, the same attack flips {_pct(a['success_rate'])} of the "
              f"{a['n_clean_correct']} correctly classified ones within 20 steps (median "
-             f"{_fmt(a['median_steps'], 'g')} steps, median Linf {_fmt(a['median_linf'])}, "
-             f"median L2 {_fmt(a['median_l2'], '.2f')}).", ""]
+             f"{_fmt(a['median_steps'], 'g')} steps for those flipped; over all of them, median change "
+             f"Linf {_fmt(a['median_linf'])}, L2 {_fmt(a['median_l2'], '.2f')}).", ""]
     lines += _img(r["figures"][0], "The untargeted ascent on a \"7\": the image and the prediction "
                   "vector after 0/5/10/15/20 steps (a stopped image keeps its last state).", fig_no)
     lines += _img(r["figures"][1], "Clean image, the perturbation (colour scale: its own maximum) and "
@@ -786,31 +771,36 @@ def _md_untargeted(r, refs, fig_no):
               "(then clipped to [0, 1]), for scale.", ""]
     lines += _robust_table(r["rows"], refs)
     at03 = _row_at(r["rows"], 0.3)
-    lines += ["", f"Reference: naturally trained MNIST CNNs fall to about 0-2% under PGD-40 at eps 0.3"
+    lines += ["", "Reference: naturally trained MNIST CNNs fall to about 0-2% under PGD-40 at eps 0.3"
               + (f"; here {_pct(at03['pgd'])}." if at03 else "."), ""]
     lines += _img(r["figures"][2], "Accuracy of the naturally trained CNN against the Linf radius.", fig_no + 2)
     return lines
 
 
 def _md_shallow(r, refs, fig_no):
-    lines = ["The lecture says shallow networks need larger perturbations than deep ones. For each "
-             f"of the first {r['n']} test images, the smallest radius at which PGD ({r['pgd_steps']} steps) "
-             f"flips the prediction is found by bisection ({r['search_steps']} halvings of "
-             f"[0, {r['max_linf']:g}] for Linf, [0, {r['max_l2']:g}] for L2); the median is over the "
-             "correctly classified images. All three models are trained the same way (RMSprop, "
+    lines = ["The lecture's claim: shallow networks are more robust, an attacker needs a larger "
+             "perturbation to fool them than to fool a deep one. To measure it, for each "
+             f"of the first {r['n']} test images that a model classifies correctly, the smallest radius "
+             f"at which PGD ({r['pgd_steps']} steps of 2.5 * eps / steps, random start) flips the "
+             f"prediction is found by bisection ({r['search_steps']} halvings of [0, {r['max_linf']:g}] "
+             f"for Linf, [0, {r['max_l2']:g}] for L2); the table gives the median size of the "
+             "adversarial images found (an image never flipped counts as infinitely far). "
+             "All three models are trained the same way (RMSprop, "
              "batch 128, same epochs and seed). The last two columns repeat Goodfellow et al. (2015)'s "
              "experiment: FGSM at eps 0.25.", "",
-             "| model | test accuracy | median minimal Linf | median minimal L2 | FGSM error at eps 0.25 | "
-             "mean confidence of the wrong class |",
-             "|---|---|---|---|---|---|"]
+             "| model | test accuracy | images attacked | median minimal Linf | median minimal L2 | "
+             "never flipped (Linf / L2) | FGSM error at eps 0.25 | mean confidence of the wrong class |",
+             "|---|---|---|---|---|---|---|---|"]
     for t in r["table"]:
-        lines.append(f"| {t['model']} | {_pct(t['test_accuracy'])} | {_fmt(t['median_linf'])} | "
-                     f"{_fmt(t['median_l2'], '.2f')} | {_pct(t['fgsm025_error'])} | "
-                     f"{_fmt(t['fgsm025_mean_confidence_wrong'])} |")
+        lines.append(f"| {t['model']} | {_pct(t['test_accuracy'])} | {t['n_correct']} | {_fmt(t['median_linf'])} | "
+                     f"{_fmt(t['median_l2'], '.2f')} | {t['unflipped_linf']} / {t['unflipped_l2']} | "
+                     f"{_pct(t['fgsm025_error'])} | {_fmt(t['fgsm025_mean_confidence_wrong'])} |")
     lines += ["", f"Goodfellow et al. (2015) report, for FGSM at eps 0.25 on MNIST, an error of "
-              f"{_pct(refs['goodfellow_softmax_fgsm025_error'])} for a shallow softmax classifier and "
-              f"{_pct(refs['goodfellow_maxout_fgsm025_error'])} for a maxout network: a linear model "
-              "is not robust merely for being shallow.", ""]
+              f"{_pct(refs['goodfellow_softmax_fgsm025_error'])} (mean confidence "
+              f"{refs['goodfellow_softmax_fgsm025_confidence']:.3f}) for a shallow softmax "
+              f"classifier and {_pct(refs['goodfellow_maxout_fgsm025_error'])} (mean confidence "
+              f"{refs['goodfellow_maxout_fgsm025_confidence']:.3f}) for a maxout network: "
+              "by their account a linear model is not robust merely for being shallow.", ""]
     by = {t["architecture"]: t for t in r["table"]}
     if all(k in by for k in ("softmax-v1", "lecture-cnn-v1")) and by["softmax-v1"]["median_linf"] is not None \
             and by["lecture-cnn-v1"]["median_linf"] is not None:
@@ -837,9 +827,10 @@ def _md_targeted(r, refs, fig_no):
         g = r["grid"][pen]
         lines.append(f"| P(target), {pen.upper()} penalty | " + " | ".join(f"{v:.2f}" for v in g["target_probability"]) + " |")
         lines.append(f"| L2 of the change, {pen.upper()} penalty | " + " | ".join(f"{v:.2f}" for v in g["l2"]) + " |")
-    lines += ["", f"On the first {r['n']} test images, each towards a random wrong class (success rate "
-              f"among the {r['n_clean_correct']} correctly classified images; perturbation sizes are "
-              "medians over the successful ones). The eps-bounded counterpart, targeted PGD in the "
+    lines += ["", f"On the first {r['n']} test images, each towards a random wrong class: the success "
+              f"rate is the fraction classified as the target among the {r['n_attacked']} correctly "
+              "classified images, and the perturbation sizes are medians over the same images "
+              "(as `scratchadv attack --metrics` reports them). The eps-bounded counterpart, targeted PGD in the "
               f"Linf ball of radius {r['pgd_eps']:g} ({r['pgd_steps']} steps), is given for comparison "
               "(project target: >= 99% success).", "",
               "| attack | success rate | median L1 | median L2 | median Linf |", "|---|---|---|---|---|"]
@@ -951,7 +942,7 @@ _MD = {"train": _md_train, "fake": _md_fake, "untargeted": _md_untargeted,
 
 def format_readme(results):
     """The report as Markdown, a pure function of ``results`` (the content of results.json)."""
-    refs = results.get("references", REFERENCES)
+    refs = {**REFERENCES, **results.get("references", {})}
     mode = "quick" if results.get("quick") else "full"
     secs = results.get("sections", {})
     lines = ["# scratchadv demo: evasion attacks on MNIST, from the lecture", "",
