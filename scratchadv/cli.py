@@ -727,15 +727,16 @@ def _run_fake(args):
 
 @command("demo", help="run the lecture start to end: train, attack, defend; write a report folder")
 def _add_demo(p):
-    p.add_argument("--out", default="runs/demo",
+    p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="report folder: README.md, results.json, PNG figures (default runs/demo)")
     p.add_argument("--quick", action="store_true",
-                   help="smaller subsets, fewer epochs and attack steps (a smoke test, ~1-3 minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seed for every init, shuffle and attack (default 0)")
-    p.add_argument("--cache", default=None,
+                   help="smaller subsets, fewer epochs and attack steps (a smoke test, under 3 minutes)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed for every init, shuffle and attack (default 0)")
+    p.add_argument("--cache", default=None, metavar="DIR",
                    help="folder of trained models reused by later runs "
                         "(default $SCRATCHADV_CACHE/models or ~/.cache/scratchadv/models)")
-    p.add_argument("--data", default=None,
+    p.add_argument("--data", default=None, metavar="DIR",
                    help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
