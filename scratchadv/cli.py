@@ -87,7 +87,7 @@ def _run_train(args):
     from .fileio import atomic_write_json, check_writable
     from .model import get_architecture
     from .optim import get_optimizer
-    from .train import TrainingInterrupted, evaluate_split, fit
+    from .train import TrainingDiverged, TrainingInterrupted, evaluate_split, fit
     from .validate import check_int
 
     check_int(args.epochs, "--epochs", minimum=1)
@@ -132,6 +132,9 @@ def _run_train(args):
     except TrainingInterrupted as e:
         print(f"scratchadv train: {e}", file=sys.stderr)
         return 130
+    except TrainingDiverged as e:
+        print(f"scratchadv train: error: {e}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, old)
     seconds = time.perf_counter() - t0

@@ -103,3 +103,13 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, sig):
     b, _ = load_model(ref)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.mnist
+def test_diverging_training_stops_with_one_line_and_keeps_state(tmp_path):
+    out = tmp_path / "m.npz"
+    r = run("train", "--limit", "512", "--epochs", "2", "--batch-size", "64", "--optimizer", "sgd",
+            "--lr", "1e30", "--out", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "diverged" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
