@@ -20,7 +20,7 @@ import os
 import time
 
 import numpy as onp
-from autograd import grad
+from autograd import grad, value_and_grad
 from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
@@ -150,7 +150,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                 "architecture": architecture, "config": run_config, "epoch": epoch,
                 "batch": batch, "sums": sm, "history": hist})
 
-    step_grad = grad(loss_fn) if loss_fn is not None else None
+    step_grad = value_and_grad(loss_fn) if loss_fn is not None else None
     seen = {}
 
     def default_objective(p, xb, yb):
@@ -185,9 +185,9 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                     # cross_entropy of the stored logits = the loss just differentiated
                     value = float(cross_entropy(logits, yb))
                 else:
-                    grads = step_grad(params, xb, yb)
+                    value, grads = step_grad(params, xb, yb)
+                    value = float(value)
                     logits = predict_fn(params, xb)
-                    value = float(loss_fn(params, xb, yb))
                 if not onp.isfinite(value) or not all(onp.all(onp.isfinite(g)) for g in grads.values()):
                     raise TrainingDiverged(
                         f"loss is {value} at epoch {epoch + 1}, batch {batch + 1}: training diverged "
