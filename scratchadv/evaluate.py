@@ -369,10 +369,13 @@ def plot_report(report, path):
     eps = [r["eps"] for r in report["results"]]
     fig, ax = plt.subplots(figsize=(6, 4))
     for c in _columns(report):
-        style = {"worst_case": dict(lw=2.5, color="k"), "noise": dict(ls=":", color="gray")}.get(c, {})
+        # the worst case is drawn wide and pale underneath, so the attack it equals stays visible
+        style = {"worst_case": dict(lw=5, color="k", alpha=0.3, zorder=1),
+                 "noise": dict(ls=":", color="gray")}.get(c, {"zorder": 2})
         ax.plot(eps, [100 * r["accuracy"][c] for r in report["results"]], marker="o", ms=3,
                 label=c.replace("_", " "), **style)
-    ax.set(xlabel="eps (Linf, pixel scale; pgd-l2 uses %g x eps)" % report["l2_scale"],
+    l2 = "; pgd-l2 uses %g x eps" % report["l2_scale"] if "pgd-l2" in report["attacks"] else ""
+    ax.set(xlabel=f"eps (Linf, pixel scale{l2})",
            ylabel="accuracy (%)", ylim=(-2, 102), title=report["name"])
     ax.grid(alpha=0.3)
     ax.legend()
