@@ -62,7 +62,8 @@ def train(name, flags, out, epochs, seed, timings, limit=None):
 
 
 def _same_settings(report, args, eps):
-    want = {"n": args.n, "steps": args.steps, "restarts": args.restarts, "seed": args.seed}
+    want = {"n": args.n, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+            "attacks": (args.attacks or "fgsm,pgd,pgd-l2").split(",")}
     if any(report.get(k) != v for k, v in want.items()):
         return False
     from scratchadv.evaluate import DEFAULT_EPS
@@ -82,7 +83,8 @@ def evaluate(name, path, args, timings):
     t0 = time.perf_counter()
     _run(["evaluate", "--model", path, "--report", folder, "--n", str(args.n),
           "--restarts", str(args.restarts), "--steps", str(args.steps), "--seed", str(args.seed),
-          "--quiet", *(["--eps", args.eps] if args.eps else [])])
+          "--quiet", *(["--eps", args.eps] if args.eps else []),
+          *(["--attacks", args.attacks] if args.attacks else [])])
     timings[f"evaluate {name}"] = time.perf_counter() - t0
     return folder
 
@@ -143,6 +145,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1000, help="evaluate on the first N test images")
     p.add_argument("--eps", default=None, help="comma-separated eps grid (default: evaluate's)")
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: evaluate's)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--with-eps03", action="store_true", help="also PGD-train at eps 0.3 (warm-up + clean mixing)")
