@@ -140,6 +140,20 @@ def test_conv2d_and_adjoints_match_loops(xs, ws, chunking):
                                ref_conv2d_weight_grad(g, x, w.shape), rtol=RTOL, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_bytes", [5000, 20000])
+def test_conv2d_with_a_shorter_last_chunk(chunk_bytes, monkeypatch):
+    """Chunk buffers are reused: a last chunk with fewer images must not see stale rows."""
+    monkeypatch.setattr(ops, "_CHUNK_BYTES", chunk_bytes)
+    r = np.random.default_rng(10)
+    x, w = r.standard_normal((5, 2, 7, 9)), r.standard_normal((3, 2, 3, 2))
+    g = r.standard_normal((5, 3, 5, 8))
+    np.testing.assert_allclose(ops.conv2d(x, w), ref_conv2d(x, w), rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(ops.conv2d_input_grad(g, w, x.shape),
+                               ref_conv2d_input_grad(g, w, x.shape), rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(ops.conv2d_weight_grad(g, x, w.shape),
+                               ref_conv2d_weight_grad(g, x, w.shape), rtol=RTOL, atol=1e-12)
+
+
 def test_conv2d_adjoint_identities():
     """<conv(x, w), g> = <x, input_grad(g, w)> = <w, weight_grad(g, x)> (float64, generic data)."""
     r = np.random.default_rng(1)
