@@ -96,8 +96,12 @@ def experiment(args):
     paths = [train(name, flags, args.out, args.epochs, args.seed, timings) for name, flags in models]
     folders = [evaluate(name, path, args, timings) for (name, _), path in zip(models, paths)]
     _run(["compare", *folders, "--report", os.path.join(args.out, "report")])
-    timings["total"] = time.perf_counter() - t_all
-    atomic_write_json(os.path.join(args.out, "timings.json"), timings)
+    timings["total (this invocation)"] = time.perf_counter() - t_all
+    tpath = os.path.join(args.out, "timings.json")
+    if os.path.exists(tpath):            # keep the times of stages reused from earlier runs
+        with open(tpath) as fh:
+            timings = {**json.load(fh), **timings}
+    atomic_write_json(tpath, timings)
     for k, v in timings.items():
         print(f"{k:>24}: {v / 60:6.1f} min")
 
