@@ -20,4 +20,4 @@ Modules (data flows one way, top to bottom):
     demo        the whole lecture as a report folder
     cli         the ``scratchadv`` command
 """
-__version__ = "0.1.0"
+__version__ = "0.1.1"

@@ -12,7 +12,10 @@ stays in each parameter's dtype (float32 training stays float32).
 Update rules and defaults follow Keras (``keras.optimizers``):
 
 - RMSprop (Hinton, Coursera lecture 6e): ``v = rho v + (1 - rho) g^2``;
-  ``w -= lr g / (sqrt(v) + eps)``; lr 1e-3, rho 0.9, eps 1e-7.
+  ``w -= lr g / sqrt(v + eps)``; lr 1e-3, rho 0.9, eps 1e-7. The epsilon sits *inside*
+  the square root, as in ``tf.keras.optimizers.RMSprop`` ("mom_t = momentum * mom +
+  learning_rate * gradient / sqrt(mean_square_t + epsilon)", its documented update);
+  PyTorch's ``RMSprop`` adds it outside (``sqrt(v) + eps``), which differs when v is tiny.
 - SGD with momentum: ``m = momentum m - lr g``; ``w += m``; lr 0.01, momentum 0.9.
 - Adam (Kingma & Ba 2015), Keras form: ``m += (1 - b1)(g - m)``, ``v += (1 - b2)(g^2 - v)``,
   ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``; lr 1e-3, b1 0.9, b2 0.999, eps 1e-7.
@@ -38,7 +41,7 @@ def _step_array(state):
 
 
 def rmsprop(lr=1e-3, rho=0.9, eps=1e-7):
-    """RMSprop with Keras's defaults (no momentum, not centered)."""
+    """RMSprop as tf.keras defines it, with its defaults (no momentum, not centered)."""
     lr = check_float(lr, "lr", minimum=0, strict_min=True)
     rho = check_float(rho, "rho", minimum=0, maximum=1)
     eps = check_float(eps, "eps", minimum=0)
@@ -53,7 +56,7 @@ def rmsprop(lr=1e-3, rho=0.9, eps=1e-7):
             dt = w.dtype.type
             v = dt(rho) * state["ms/" + k] + dt(1 - rho) * (g * g)
             new_s["ms/" + k] = v
-            new_p[k] = w - dt(lr) * g / (onp.sqrt(v) + dt(eps))
+            new_p[k] = w - dt(lr) * g / onp.sqrt(v + dt(eps))
         return new_p, new_s
 
     return Optimizer("rmsprop", {"lr": lr, "rho": rho, "eps": eps}, init, update)

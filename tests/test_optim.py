@@ -37,7 +37,7 @@ def test_rmsprop_matches_the_formula():
     for g in gs:
         p, s = opt.update(p, {"w": g}, s)
         v = rho * v + (1 - rho) * g * g
-        ref = ref - lr * g / (np.sqrt(v) + eps)
+        ref = ref - lr * g / np.sqrt(v + eps)      # tf.keras: epsilon inside the root
     np.testing.assert_allclose(p["w"], ref, rtol=1e-14)
 
 
@@ -54,7 +54,8 @@ def test_agrees_with_torch():
     w0 = r.normal(size=(5, 3))
     grads = [r.normal(size=(5, 3)) for _ in range(5)]
     cases = [
-        (rmsprop(), lambda t: torch.optim.RMSprop([t], lr=1e-3, alpha=0.9, eps=1e-7)),
+        # the two RMSprop forms differ only in where epsilon goes: equal at eps = 0
+        (rmsprop(eps=0.0), lambda t: torch.optim.RMSprop([t], lr=1e-3, alpha=0.9, eps=0.0)),
         (sgd(lr=0.01, momentum=0.9), lambda t: torch.optim.SGD([t], lr=0.01, momentum=0.9)),
     ]
     for ours, theirs in cases:
