@@ -193,7 +193,11 @@ def torch_side(torch, params, xb, yb, lam):
 
 
 def torch_epoch(torch, params, x, y, batch_size, seed):
-    """One RMSprop epoch in PyTorch in the order ``train.fit`` uses for epoch 0."""
+    """One RMSprop epoch in PyTorch in the order ``train.fit`` uses for epoch 0.
+
+    ``torch.optim.RMSprop`` adds eps outside the square root where ``optim.rmsprop``
+    adds it inside (tf.keras); the work per step is the same.
+    """
     import numpy as onp
     import torch.nn.functional as F
     from scratchadv.torch_model import to_torch
