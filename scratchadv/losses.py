@@ -10,7 +10,8 @@ gradient regularization         ``gradient_regularized_loss`` differentiated
 ==============================  ===========================================
 """
 import autograd.numpy as np
-from autograd import grad
+import numpy as onp
+from autograd import grad, make_vjp
 
 from autograd.tracer import getval
 
@@ -71,7 +72,9 @@ def gradient_regularized_loss(params, x, y, lam, predict_fn=predict):
     check_float(getval(lam), "lam", minimum=0)
     def summed(xx):
         return np.sum(per_example_loss(params, xx, y, predict_fn))
-    g = grad(summed)(x)
+    # one forward pass gives both the loss and (through its VJP) the input gradient
+    vjp, total = make_vjp(summed)(x)
+    g = vjp(onp.ones((), dtype=getval(x).dtype))
     n = x.shape[0]
     penalty = np.sum(g * g) / n
-    return summed(x) / n + lam * penalty
+    return total / n + lam * penalty
