@@ -66,7 +66,7 @@ PRESETS = {
         "defense_n_train": 60000, "defense_epochs": 10, "pgd_train_steps": None, "gradreg_lam": None,
     },
     "quick": {
-        "n_train": 10000, "epochs": 2, "batch_size": 128, "n_val": 2000,
+        "n_train": 20000, "epochs": 2, "batch_size": 128, "n_val": 2000,
         "fake_steps": 10, "fake_lr": 0.5,
         "ascent_step": 0.05, "ascent_steps": 20, "ascent_n": 200,
         "eval_n": 200, "eval_eps": [0.0, 0.1, 0.2, 0.3, 0.5],
@@ -202,7 +202,8 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
     os.makedirs(cache, exist_ok=True)
     path = os.path.join(cache, f"{name}-{key}.npz")
     state = os.path.join(cache, f"{name}-{key}.state.npz")
-    info = {"path": path, "key": key, "config": config, "reused": False, "train_seconds": 0.0}
+    info = {"path": path, "key": key, "config": config, "reused": False, "train_seconds": 0.0,
+            "trained_seconds": None}
     if os.path.exists(path):
         try:
             params, meta = load_model(path, architecture=arch.name)
@@ -210,7 +211,9 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
                 raise CheckpointError(f"{path}: cache key does not match")
             print(f"reusing cached model {path}", flush=True)
             info["reused"] = True
-            return params, meta.get("history", {}), info
+            history = meta.get("history", {})
+            info["trained_seconds"] = float(sum(history.get("seconds", [])))
+            return params, history, info
         except CheckpointError as e:      # damaged or foreign file: train again, overwrite it
             print(f"cannot reuse {path} ({e}); training again", flush=True)
     if verbose:
@@ -223,6 +226,7 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
                           architecture=arch.name, checkpoint_path=state, resume=True,
                           verbose=verbose, config=config)
     info["train_seconds"] = time.perf_counter() - t0
+    info["trained_seconds"] = float(sum(history.get("seconds", [])))
     save_model(path, params, arch.name, config={**config, "cache_key": key}, history=history)
     if os.path.exists(state):            # the finished model replaces the resume point
         os.remove(state)
@@ -409,7 +413,8 @@ def section_train(ctx):
          "history": history, "n_train": len(x_tr), "n_val": len(x_val), "epochs": s["epochs"],
          "batch_size": s["batch_size"], "model": info["path"], "cache_key": info["key"],
          "reused_cache": info["reused"], "train_seconds": info["train_seconds"],
-         "seconds_per_epoch": history.get("seconds", []), "figures": [fig]}
+         "trained_seconds": info["trained_seconds"], "seconds_per_epoch": history.get("seconds", []),
+         "figures": [fig]}
     r["summary"] = (f"train {_pct(r['train_accuracy'])} / validation {_pct(r['val_accuracy'])} "
                     f"(lecture 99.5% / 99.1%)" + (" [cached model]" if info["reused"] else ""))
     return r
@@ -513,16 +518,19 @@ def section_shallow_vs_deep(ctx):
         params, history, info = cached_fit(cache_name, arch_name, x_tr, y_tr, x_val=x_val, y_val=y_val,
                                            epochs=s["shallow_epochs"], batch_size=s["batch_size"],
                                            seed=ctx["seed"], cache=ctx["cache"], verbose=ctx["verbose"])
-        models[label] = (params, arch.predict, arch_name, info["reused"])
+        models[label] = (params, arch.predict, arch_name, info)
     params, predict_fn = ctx["models"]["natural"]
-    models["lecture CNN"] = (params, predict_fn, "lecture-cnn-v1", True)
+    models["lecture CNN"] = (params, predict_fn, "lecture-cnn-v1", None)
     n = s["minpert_n"]
     x, y = ctx["x_test"][:n], ctx["y_test"][:n]
     table, radii = [], {"linf": {}, "l2": {}}
-    for mi, (label, (p, f, arch_name, reused)) in enumerate(models.items()):
+    for mi, (label, (p, f, arch_name, info)) in enumerate(models.items()):
         ok = onp.argmax(predict_batched(p, x, predict_fn=f), 1) == y    # only these can be flipped
         row = {"model": label, "architecture": arch_name, "test_accuracy": accuracy(p, x_val, y_val, predict_fn=f),
-               "reused_cache": reused, "n_correct": int(ok.sum())}
+               "n_correct": int(ok.sum())}
+        if info is not None:               # the CNN's training is section 1's
+            row.update(reused_cache=info["reused"], train_seconds=info["train_seconds"],
+                       trained_seconds=info["trained_seconds"])
         for ni, norm in enumerate(("linf", "l2")):
             res = minimal_perturbation(p, x[ok], y[ok], norm=norm, search_steps=s["minpert_search"],
                                        steps=s["minpert_steps"],
@@ -620,7 +628,8 @@ def _defense_section(ctx, *, name, defense, options, number):
     defense_cfg = {k: v for k, v in info["config"].items()
                    if k not in ("name", "data", "val_data", "n_val")}
     r = {"model": info["path"], "cache_key": info["key"], "reused_cache": info["reused"],
-         "train_seconds": info["train_seconds"], "config": defense_cfg, "history": history,
+         "train_seconds": info["train_seconds"], "trained_seconds": info["trained_seconds"],
+         "config": defense_cfg, "history": history,
          "clean_accuracy": report["clean_accuracy"], "val_accuracy": history["val_accuracy"][-1],
          "robustness": _strip_masks(report), "rows": _eval_rows(report),
          "sanity": report["sanity"], "sanity_passed": all(c["passed"] for c in report["sanity"]),
@@ -958,7 +967,13 @@ def format_readme(results):
              f"- run time: {results.get('seconds', 0):.0f} s"
              + (" (" + ", ".join(f"section {i + 1} {secs[k]['seconds']:.0f} s" for i, k in enumerate(SECTIONS)
                                  if k in secs) + ")" if secs else ""),
-             f"- models cached in `{results.get('cache')}`", ""]
+             f"- models cached in `{results.get('cache')}`"]
+    trained = _training_times(secs)
+    if trained:
+        lines.append("- training time per model: " + ", ".join(
+            f"{name} {sec:.0f} s" + (" (cached, measured when it was trained)" if reused else "")
+            for name, sec, reused in trained))
+    lines.append("")
     missing = [k for k in SECTIONS if k not in secs]
     if missing:
         lines += [f"**Incomplete report**: sections not yet run: {', '.join(TITLES[k] for k in missing)}.", ""]
@@ -983,6 +998,18 @@ def format_readme(results):
               "robustness reports with per-image results; `scratchadv compare` reads them), "
               "`comparison.md`, and the figures.", ""]
     return "\n".join(lines)
+
+
+def _training_times(secs):
+    """[(model, seconds of training, reused from the cache?)] from the sections' results."""
+    out = []
+    rows = [("natural", secs.get("train"))]
+    rows += [(t["model"], t) for t in secs.get("shallow_vs_deep", {}).get("table", []) if "reused_cache" in t]
+    rows += [("pgd-trained", secs.get("adversarial_training")), ("gradreg", secs.get("gradient_regularization"))]
+    for name, r in rows:
+        if r and r.get("trained_seconds") is not None:
+            out.append((name, r["trained_seconds"], bool(r.get("reused_cache"))))
+    return out
 
 
 def _anchor(title):

@@ -61,6 +61,8 @@ def test_cached_fit_trains_once_then_reuses_the_file(tmp_path, capsys):
     capsys.readouterr()
     p2, h2, info2 = fit_tiny(tmp_path)
     assert info2["reused"] and info2["path"] == info1["path"]
+    assert info1["trained_seconds"] == pytest.approx(sum(h1["seconds"])) and info1["trained_seconds"] > 0
+    assert info2["trained_seconds"] == pytest.approx(info1["trained_seconds"]) and info2["train_seconds"] == 0.0
     assert "reusing cached model" in capsys.readouterr().out
     for k in p1:
         np.testing.assert_array_equal(p1[k], p2[k])
@@ -222,3 +224,12 @@ def test_quick_demo_second_run_reuses_every_model_and_is_faster(quick_runs):
     assert runs[1]["seconds"] < runs[0]["seconds"]
     res = json.loads((out / "results.json").read_text())
     assert res["sections"]["train"]["reused_cache"] is True
+    # a reused model reports the training time measured when it was trained, not 0
+    t = res["sections"]["train"]
+    assert t["train_seconds"] == 0.0 and t["trained_seconds"] > 0
+    assert t["trained_seconds"] == pytest.approx(sum(t["seconds_per_epoch"]))
+    readme = (out / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("- training time per model:"))
+    for name in ("natural", "softmax regression", "MLP", "pgd-trained", "gradreg"):
+        assert name in line, line
+    assert line.count("(cached, measured when it was trained)") == 5, line
