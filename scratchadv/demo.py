@@ -375,8 +375,8 @@ def plot_defense_training(path, histories, *, title):
             ax_a.plot(ep, 100 * onp.asarray(h["val_accuracy"]), "o-", color=f"C{k}", label=name)
         ax_l.plot(ep, h["loss"], "o-", color=f"C{k}", label=name)
     ax_a.set(xlabel="epoch", ylabel="clean validation accuracy (%)", title="clean accuracy")
-    ax_l.set(xlabel="epoch", ylabel="training objective (running mean over the epoch)",
-             title="training objective\n(pgd-trained: CE on attacked images; gradreg: CE + penalty)")
+    ax_l.set(xlabel="epoch", ylabel="objective (running mean over the epoch)",
+             title="training objective (each model's own)")
     n_ep = max(len(h["loss"]) for h in histories.values())
     for ax in (ax_a, ax_l):
         ax.set_xticks(onp.arange(1, n_ep + 1))
@@ -941,7 +941,10 @@ def _md_gradreg(r, refs, fig_no, results):
         lines += ["", "Sanity checks of the natural model:", ""] + _sanity_lines(comp.get("natural", {}).get("sanity", [])) + [""]
         lines += _img(r["figures"][1], "Worst-case (solid) and FGSM (dashed) accuracy against the Linf "
                       "radius for the three models (also in comparison.md / comparison.json).", fig_no + 1)
-        lines += _img(r["figures"][2], "Clean validation accuracy and training objective per epoch.", fig_no + 2)
+        lines += _img(r["figures"][2], ("Clean validation accuracy and training objective per epoch. Each model minimises its own "
+                                                 "objective: cross-entropy (natural), cross-entropy on the PGD images (pgd-trained), "
+                                                 "cross-entropy + lam * squared input-gradient norm (gradreg), so their heights "
+                                                 "are not comparable; their trends are."), fig_no + 2)
     return lines
 
 
