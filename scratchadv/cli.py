@@ -267,7 +267,7 @@ def _add_eval_options(p):
     p.add_argument("--eps", type=_floats, default=None,
                    help="Linf radii in pixel scale (default 0,0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5; "
                         "0.5 is always added for the sanity check)")
-    p.add_argument("--attacks", default="fgsm,pgd,pgd-l2",
+    p.add_argument("--attacks", default=None,
                    help="comma-separated from fgsm, pgd (Linf), pgd-l2 (default all three)")
     p.add_argument("--steps", type=int, default=40, help="steps of the iterative attacks (default 40)")
     p.add_argument("--restarts", type=int, default=5, help="random restarts of the iterative attacks (default 5)")
@@ -280,13 +280,14 @@ def _add_eval_options(p):
 
 
 def _eval_settings(args):
-    from .evaluate import ATTACKS, DEFAULT_EPS, L2_SCALE
+    from .evaluate import ATTACKS, DEFAULT_ATTACKS, DEFAULT_EPS, L2_SCALE
     from .validate import check_float, check_int
     check_int(args.n, "--n", minimum=1, maximum=10000)
     check_int(args.steps, "--steps", minimum=1)
     check_int(args.restarts, "--restarts", minimum=1)
     check_int(args.seed, "--seed", minimum=0)
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    names = ",".join(DEFAULT_ATTACKS) if args.attacks is None else args.attacks
+    attacks = [a.strip() for a in names.split(",") if a.strip()]
     for a in attacks:
         if a not in ATTACKS:
             raise ValueError(f"--attacks: expected names from {sorted(ATTACKS)}, got {a!r}")

@@ -178,8 +178,9 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
     'gradreg' with ``defense_options`` passed to :func:`scratchadv.defenses.make_defense`
     (None entries keep the tuned defaults). Training resumes from the state file an
     interrupted call left behind. Returns ``(params, history, info)`` where info holds
-    ``path``, ``key``, ``config``, ``reused`` (bool) and ``train_seconds`` (this call's
-    training time; 0 when reused).
+    ``path``, ``key``, ``config``, ``reused`` (bool), ``train_seconds`` (this call's
+    training time; 0 when reused) and ``trained_seconds`` (the model's own training time,
+    summed over its epochs: also known when it was reused).
     """
     from .checkpoint import CheckpointError, load_model, save_model
     from .defenses import make_defense
@@ -202,8 +203,7 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
     os.makedirs(cache, exist_ok=True)
     path = os.path.join(cache, f"{name}-{key}.npz")
     state = os.path.join(cache, f"{name}-{key}.state.npz")
-    info = {"path": path, "key": key, "config": config, "reused": False, "train_seconds": 0.0,
-            "trained_seconds": None}
+    info = {"path": path, "key": key, "config": config, "reused": False, "train_seconds": 0.0}
     if os.path.exists(path):
         try:
             params, meta = load_model(path, architecture=arch.name)
@@ -212,8 +212,7 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
             print(f"reusing cached model {path}", flush=True)
             info["reused"] = True
             history = meta.get("history", {})
-            info["trained_seconds"] = float(sum(history.get("seconds", [])))
-            return params, history, info
+            return params, history, {**info, "trained_seconds": _epoch_seconds(history)}
         except CheckpointError as e:      # damaged or foreign file: train again, overwrite it
             print(f"cannot reuse {path} ({e}); training again", flush=True)
     if verbose:
@@ -226,11 +225,15 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
                           architecture=arch.name, checkpoint_path=state, resume=True,
                           verbose=verbose, config=config)
     info["train_seconds"] = time.perf_counter() - t0
-    info["trained_seconds"] = float(sum(history.get("seconds", [])))
     save_model(path, params, arch.name, config={**config, "cache_key": key}, history=history)
     if os.path.exists(state):            # the finished model replaces the resume point
         os.remove(state)
-    return params, history, info
+    return params, history, {**info, "trained_seconds": _epoch_seconds(history)}
+
+
+def _epoch_seconds(history):
+    """Total training time of a model: the sum of its epochs' times in ``history``."""
+    return float(sum(history.get("seconds", [])))
 
 
 # ---------------------------------------------------------------------------

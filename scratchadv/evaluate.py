@@ -36,7 +36,7 @@ from .model import predict
 from .progress import Progress
 from .validate import check_images, check_labels, check_int, check_float
 
-__all__ = ["ATTACKS", "L2_SCALE", "DEFAULT_EPS", "l2_radius", "pgd_step_size", "worst_case",
+__all__ = ["ATTACKS", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "l2_radius", "pgd_step_size", "worst_case",
            "attack_correct", "noise_correct", "parse_mask", "zero_gradient_fraction", "evaluate_model",
            "sanity_checks", "format_markdown", "write_report", "compare_reports",
            "write_comparison", "load_report"]
@@ -45,6 +45,7 @@ __all__ = ["ATTACKS", "L2_SCALE", "DEFAULT_EPS", "l2_radius", "pgd_step_size", "
 ATTACKS = {"fgsm": ("linf", False), "pgd": ("linf", True), "pgd-l2": ("l2", True)}
 L2_SCALE = 7.0
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+DEFAULT_ATTACKS = tuple(ATTACKS)
 #: the radius at which any classifier can be driven to chance (every pixel can reach 0.5)
 FINAL_EPS = 0.5
 #: tolerances of the sanity checks, in accuracy (fraction), stated in every result
@@ -171,7 +172,7 @@ def parse_mask(s):
 
 
 def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
-                   attacks=("fgsm", "pgd", "pgd-l2"), steps=40, restarts=5, seed=0,
+                   attacks=DEFAULT_ATTACKS, steps=40, restarts=5, seed=0,
                    batch_size=500, l2_scale=L2_SCALE, checks=True, verbose=True, name="model"):
     """Accuracy against eps for each attack, the per-sample worst case, and sanity checks.
 

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from scratchadv.cli import main as cli              # noqa: E402
 from scratchadv.fileio import atomic_write, atomic_write_json  # noqa: E402
+from scratchadv.evaluate import DEFAULT_ATTACKS, DEFAULT_EPS  # noqa: E402
 
 MODELS = [
     ("natural", ["--defense", "none"]),
@@ -63,10 +64,9 @@ def train(name, flags, out, epochs, seed, timings, limit=None):
 
 def _same_settings(report, args, eps):
     want = {"n": args.n, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
-            "attacks": (args.attacks or "fgsm,pgd,pgd-l2").split(",")}
+            "attacks": args.attacks.split(",") if args.attacks else list(DEFAULT_ATTACKS)}
     if any(report.get(k) != v for k, v in want.items()):
         return False
-    from scratchadv.evaluate import DEFAULT_EPS
     return sorted(set(eps or DEFAULT_EPS) | {0.0, 0.5}) == report.get("eps")
 
 
