@@ -49,10 +49,10 @@ from autograd import make_vjp
 from autograd.tracer import getval
 
 from . import losses
-from .model import ARCHITECTURES, predict
+from .model import check_model, predict
 from .progress import Progress
 from .validate import (check_choice, check_float, check_images, check_int, check_labels,
-                       check_params, check_target)
+                       check_target)
 
 __all__ = ["AttackResult", "fake_image", "gradient_ascent", "penalty_attack", "fgsm", "pgd",
            "minimal_perturbation", "summarize", "NORMS"]
@@ -106,14 +106,7 @@ class AttackResult:
 
 def _check_model(params, predict_fn):
     """Known architectures are checked against their parameter shapes."""
-    if not callable(predict_fn):
-        raise TypeError(f"predict_fn: expected a function (params, x) -> logits, got {predict_fn!r}")
-    for arch in ARCHITECTURES.values():
-        if arch.predict is predict_fn:
-            check_params(params, arch.param_shapes())
-            return
-    if not isinstance(params, dict):
-        raise TypeError(f"params: expected a dict of named arrays, got {type(params).__name__}")
+    check_model(params, predict_fn)
 
 
 def _rng(rng):

@@ -629,7 +629,6 @@ def _attack_figure(path, method, args, config, xs, ys, ts, res, params, arch):
     import numpy as np
 
     from . import plots
-    from .attacks import gradient_ascent
 
     def probs(v):
         z = np.asarray(arch.predict(params, v), dtype=np.float64)

@@ -15,7 +15,7 @@ from autograd import grad, make_vjp
 
 from autograd.tracer import getval
 
-from .model import ARCHITECTURES, predict
+from .model import architecture_of, predict
 from .ops import cross_entropy, log_softmax, one_hot
 from .validate import check_float, check_images, check_labels, check_params
 
@@ -25,14 +25,13 @@ def _check(params, x, y, predict_fn):
     xv = getval(x)
     check_images(xv, "x")
     check_labels(getval(y), len(xv), "y")
-    for arch in ARCHITECTURES.values():
-        if arch.predict is predict_fn:
-            pv = getval(params)
-            check_params(pv, arch.param_shapes())
-            pdt = getval(next(iter(pv.values()))).dtype
-            if pdt != xv.dtype:
-                raise TypeError(f"params: expected the dtype of x ({xv.dtype}), got {pdt}")
-            break
+    arch = architecture_of(predict_fn)
+    if arch is not None:
+        pv = getval(params)
+        check_params(pv, arch.param_shapes())
+        pdt = getval(next(iter(pv.values()))).dtype
+        if pdt != xv.dtype:
+            raise TypeError(f"params: expected the dtype of x ({xv.dtype}), got {pdt}")
 
 
 def loss(params, x, y, predict_fn=predict):

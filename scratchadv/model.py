@@ -80,11 +80,9 @@ def predict(params, x):
 
 def predict_batched(params, x, batch_size=1000, predict_fn=predict):
     """Logits for many images without autograd, in batches to bound memory. -> (N, 10)."""
-    from .validate import check_images, check_params
+    from .validate import check_images
     check_images(x, "x")
-    for arch in ARCHITECTURES.values():
-        if arch.predict is predict_fn:
-            check_params(params, arch.param_shapes())
+    check_model(params, predict_fn)
     out = [predict_fn(params, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     if not out:
         return onp.zeros((0, NUM_CLASSES), dtype=x.dtype)
@@ -127,13 +125,21 @@ def predict_mlp(params, x):
 
 
 class Architecture:
-    """A named model: its parameter specs, its init and its pure predict function."""
+    """A named model: its parameter specs, its init and its pure predict function.
+
+    Calling it is calling its predict function, so an Architecture can be passed
+    wherever a ``predict_fn(params, x)`` is expected.
+    """
 
     def __init__(self, name, specs, predict_fn, description):
         self.name = name
         self.specs = specs
         self.predict = predict_fn
         self.description = description
+        predict_fn.architecture = self
+
+    def __call__(self, params, x):
+        return self.predict(params, x)
 
     def param_shapes(self):
         return {k: v[0] for k, v in self.specs.items()}
@@ -154,6 +160,28 @@ ARCHITECTURES = {
     "mlp-v1": Architecture("mlp-v1", MLP_SPECS, predict_mlp,
                            "one-hidden-layer MLP: dense 100 + ReLU, dense 10"),
 }
+
+
+def architecture_of(predict_fn):
+    """The :class:`Architecture` of ``predict_fn`` (an Architecture, or the predict function
+    of one), or None for a user's own function."""
+    if isinstance(predict_fn, Architecture):
+        return predict_fn
+    return getattr(predict_fn, "architecture", None)
+
+
+def check_model(params, predict_fn):
+    """Validate a (params, predict_fn) pair: a known architecture's params must have its
+    names, shapes and one float dtype; any other function must be callable with a dict."""
+    from .validate import check_params
+    if not callable(predict_fn):
+        raise TypeError(f"predict_fn: expected a function (params, x) -> logits, got {predict_fn!r}")
+    arch = architecture_of(predict_fn)
+    if arch is not None:
+        return check_params(params, arch.param_shapes())
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of named arrays, got {type(params).__name__}")
+    return params
 
 
 def get_architecture(name):

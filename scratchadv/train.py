@@ -24,8 +24,7 @@ from autograd import grad, value_and_grad
 from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
-from .losses import loss as default_loss
-from .model import ARCHITECTURE, ARCHITECTURES, predict
+from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, predict
 from .ops import cross_entropy
 from .optim import rmsprop
 from .progress import Progress
@@ -69,10 +68,8 @@ def evaluate_split(params, x, y, predict_fn=predict, batch_size=1000):
 def _arch_of(predict_fn, architecture):
     if architecture is not None:
         return architecture
-    for name, arch in ARCHITECTURES.items():
-        if arch.predict is predict_fn:
-            return name
-    return ARCHITECTURE
+    arch = architecture_of(predict_fn)
+    return arch.name if arch is not None else ARCHITECTURE
 
 
 def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, optimizer=None,
