@@ -258,6 +258,19 @@ def _max_and_masks(x):
     return m, masks
 
 
+def pool_argmax(x):
+    """Which entry of each 2x2 window receives the gradient: (N, C, H/2, W/2) int8 in 0..3.
+
+    0..3 number the window's entries in row-major order (top-left, top-right,
+    bottom-left, bottom-right); on ties the first maximal one, as :func:`maxpool2d`
+    routes it. x: (N, C, H, W) with even H and W. Not differentiable (an index).
+    Used to compare this tie rule with another framework's routing.
+    """
+    _check_pool_shape(x)
+    _, masks = _max_and_masks(onp.asarray(getval(x)))
+    return onp.argmax(masks, axis=0).astype(onp.int8)
+
+
 def _check_pool_shape(x):
     if np.ndim(x) != 4 or np.shape(x)[2] % 2 or np.shape(x)[3] % 2:
         raise ValueError(f"maxpool2d expects x of shape (N, C, H, W) with even H and W, "

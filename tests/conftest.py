@@ -56,3 +56,13 @@ def tiny_images(n, seed=0, dtype=np.float32):
         cy, cx = r.integers(8, 20, size=2)
         x[i, 0, cy - 4:cy + 4, cx - 3:cx + 3] = r.uniform(0.5, 1.0, size=(8, 6))
     return x
+
+
+def load_script(name):
+    """A script of scripts/ as a module (the scripts are not part of the package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "scripts", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
