@@ -251,6 +251,20 @@ def test_torch_state_dict_imports_to_the_same_logits(tmp_path):
 # Full data: every test image, both directions
 # ---------------------------------------------------------------------------
 
+def _assert_same_predictions(ours, theirs, dtype):
+    """Logits equal to the dtype's rounding, and the same argmax on every image whose two
+    largest logits are further apart than that rounding: there the order is determined.
+    (Where they are closer, either library's kernel rounding may decide: such images are
+    counted, and must be rare.)"""
+    tol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
+    scale = np.max(np.abs(theirs))
+    assert np.max(np.abs(ours - theirs)) <= tol * scale
+    top2 = np.sort(ours, 1)[:, -2:]
+    determined = top2[:, 1] - top2[:, 0] > 2 * tol * scale
+    assert np.mean(determined) > 0.999, f"{np.sum(~determined)} near-tied images"
+    np.testing.assert_array_equal(ours.argmax(1)[determined], theirs.argmax(1)[determined])
+
+
 @pytest.mark.mnist
 def test_scratchadv_model_exported_predicts_identically_in_torch(mnist, natural_model_path, tmp_path):
     torch = pytest.importorskip("torch")
@@ -264,11 +278,11 @@ def test_scratchadv_model_exported_predicts_identically_in_torch(mnist, natural_
         with np.load(tmp_path / "t.npz", allow_pickle=False) as z:
             module.load_state_dict({k: torch.from_numpy(z[k].astype(dtype)) for k in z.files})
         x = x_test.astype(dtype)
-        ours = predict_batched({k: v.astype(dtype) for k, v in params.items()}, x).argmax(1)
-        theirs = torch_predict(module, x).argmax(1)
+        ours = predict_batched({k: v.astype(dtype) for k, v in params.items()}, x)
+        theirs = torch_predict(module, x)
         assert len(ours) == 10000
-        np.testing.assert_array_equal(ours, theirs)
-    assert np.mean(ours == y_test) > 0.97          # a real model, not a degenerate one
+        _assert_same_predictions(ours, theirs, dtype)
+    assert np.mean(ours.argmax(1) == y_test) > 0.97          # a real model, not a degenerate one
 
 
 @pytest.mark.mnist
@@ -289,10 +303,10 @@ def test_torch_trained_state_dict_imported_predicts_identically(mnist, tmp_path)
     import_weights(tmp_path / "sd.npz", tmp_path / "m.npz", "torch")
     params, meta = load_model(tmp_path / "m.npz")
     assert meta["config"]["format"] == "torch"
-    ours = predict_batched(params, x_test).argmax(1)
-    theirs = torch_predict(module.eval(), x_test).argmax(1)
-    np.testing.assert_array_equal(ours, theirs)
-    assert np.mean(ours == y_test) > 0.8            # trained: chance is 0.1
+    ours = predict_batched(params, x_test)
+    theirs = torch_predict(module.eval(), x_test)
+    _assert_same_predictions(ours, theirs, np.float32)
+    assert np.mean(ours.argmax(1) == y_test) > 0.8            # trained: chance is 0.1
 
 
 def test_importing_the_library_does_not_import_torch():
