@@ -1,11 +1,17 @@
-"""The ``scratchadv`` command: argument parsing only; the work is done by the modules.
+"""The ``scratchadv`` command: parse, call one library function, print, map errors to flags.
 
 Each sub-command is a pair ``_add_<name>(parser)`` / ``_run_<name>(args)`` registered
 with ``@command``. Errors in the user's input (``ValueError``, ``TypeError``,
-``DataError``, ``CheckpointError``) become one line on stderr and exit status 2.
+``DataError``, ``CheckpointError``) become one line on stderr and exit status 2. The
+library's errors name its parameters ("lr: expected ..."); :func:`main` names the
+command's flag instead ("--lr: expected ...") where the two correspond. SIGTERM is
+handled here, once for every command: it raises ``KeyboardInterrupt`` like Ctrl-C, so
+a training run saves its state before it stops.
 """
 import argparse
 import os
+import re
+import signal
 import sys
 
 from . import __version__
@@ -22,10 +28,6 @@ def command(name, help):
         add.run = run_deco
         return add
     return deco
-
-
-class UsageError(ValueError):
-    """A bad command-line value (reported like argparse errors: one line, exit 2)."""
 
 
 def _floats(text):
@@ -785,9 +787,43 @@ def build_parser():
         description="A CNN from scratch in NumPy + autograd: train it, attack it, defend it.")
     parser.add_argument("--version", action="version", version=f"scratchadv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = {}
     for name, (help, add, _) in _COMMANDS.items():
-        add(sub.add_parser(name, help=help, description=help))
+        parser.commands[name] = sub.add_parser(name, help=help, description=help)
+        add(parser.commands[name])
     return parser
+
+
+#: library parameter names that a command's flag of another name sets
+_PARAMETER_FLAGS = {"eps_list": "--eps", "model_path": "--model", "folder": "--report",
+                    "target": "--target", "batch_size": "--batch-size"}
+
+
+def flag_names(subparser):
+    """{parameter name: flag} of a sub-command: each option's dest -> its long option
+    string ('pgd_steps' -> '--pgd-steps'), positionals -> their own name."""
+    out = {}
+    for action in subparser._actions:
+        if action.option_strings:
+            out[action.dest] = max(action.option_strings, key=len)
+        elif action.dest != "help":
+            out[action.dest] = action.dest
+    for param, flag in _PARAMETER_FLAGS.items():
+        if flag in out.values():
+            out.setdefault(param, flag)
+    return out
+
+
+def to_flags(message, flags):
+    """A library error 'name: ...' (or 'name[...]: ...') as the command line says it."""
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?:", message)
+    if m and m.group(1) in flags:
+        return flags[m.group(1)] + message[m.end(1):]
+    return message
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None):
@@ -797,23 +833,22 @@ def main(argv=None):
         parser.print_help()
         return 2
     run = _COMMANDS[args.command][2]
+    from .checkpoint import CheckpointError
     from .data import DataError
-    known = (ValueError, TypeError, DataError)
-    try:
-        from .checkpoint import CheckpointError
-        known = known + (CheckpointError,)
-    except ImportError:
-        pass
+    known = (ValueError, TypeError, DataError, CheckpointError)
+    old = signal.signal(signal.SIGTERM, _interrupt)   # `kill` stops a command like Ctrl-C
     try:
         return run(args) or 0
     except known as e:
-        msg = str(e).strip().splitlines()
-        print(f"scratchadv {args.command}: error: {' '.join(m.strip() for m in msg)}",
-              file=sys.stderr)
+        msg = " ".join(m.strip() for m in str(e).strip().splitlines())
+        msg = to_flags(msg, flag_names(parser.commands[args.command]))
+        print(f"scratchadv {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"scratchadv {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

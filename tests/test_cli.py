@@ -41,6 +41,30 @@ def test_bad_arguments_give_one_line_and_status_2(tmp_path, args, name):
     assert not os.path.exists(tmp_path / "m.npz")
 
 
+def test_library_errors_are_reported_in_flags():
+    """The library names its parameters; the command line names the flag that sets them."""
+    from scratchadv.cli import build_parser, flag_names, to_flags
+    flags = flag_names(build_parser().commands["train"])
+    assert flags["pgd_steps"] == "--pgd-steps" and flags["eps_warmup"] == "--eps-warmup"
+    assert to_flags("lr: expected a number > 0, got -1", flags) == "--lr: expected a number > 0, got -1"
+    assert to_flags("params['conv1.weight']: bad", flags) == "params['conv1.weight']: bad"
+    assert to_flags("no such file x", flags) == "no such file x"
+    eval_flags = flag_names(build_parser().commands["evaluate"])
+    assert to_flags("eps_list: expected ...", eval_flags) == "--eps: expected ..."
+
+
+@pytest.mark.parametrize("args, shown, hidden", [
+    # make_defense raises "eps_warmup: ...", the user sees the flag
+    (["--defense", "pgd", "--eps-warmup", "20", "--epochs", "10"], "--eps-warmup:", "eps_warmup"),
+    (["--defense", "pgd", "--pgd-steps", "0"], "--pgd-steps:", "pgd_steps"),
+])
+def test_a_library_error_names_the_flag(tmp_path, args, shown, hidden):
+    r = run("train", *args, "--out", str(tmp_path / "m.npz"))
+    assert r.returncode == 2, r.stderr
+    assert shown in r.stderr and hidden not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_unwritable_output_fails_before_training(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
