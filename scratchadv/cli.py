@@ -305,20 +305,15 @@ def _eval_settings(args):
 
 def _evaluate_file(path, settings, args, test):
     """Evaluate a model file on the first --n test images -> report dict."""
-    from .checkpoint import load_model
-    from .evaluate import evaluate_model
-    from .model import get_architecture
-    params, meta = load_model(path)
-    arch = get_architecture(meta["architecture"])
+    from .evaluate import evaluate_file
     x, y = test
-    dtype = next(iter(params.values())).dtype
-    if dtype != x.dtype:
-        raise ValueError(f"--model: parameters are {dtype}, images are {x.dtype}")
-    name = os.path.splitext(os.path.basename(path))[0]
-    report = evaluate_model(params, x[:args.n], y[:args.n], predict_fn=arch.predict, name=name, **settings)
-    report.update({"model": os.path.abspath(path), "architecture": arch.name,
-                   "model_config": meta.get("config", {}), "data": "MNIST test set, first n images"})
-    return report
+    try:
+        return evaluate_file(path, x[:args.n], y[:args.n], data="MNIST test set, first n images",
+                             **settings)
+    except ValueError as e:
+        if str(e).startswith("path: "):      # the model file is the one given by --model
+            raise ValueError("--model: " + str(e)[len("path: "):]) from None
+        raise
 
 
 def _print_report(report):

@@ -1,7 +1,8 @@
 """The lecture's figures: an image beside its 10-bar prediction vector, and grids of them.
 
 Every function takes plain arrays (images ``(N, 1, 28, 28)`` or ``(1, 28, 28)`` in
-[0, 1], probabilities ``(N, 10)``), draws with matplotlib's object-oriented API on a
+[0, 1], probabilities ``(N, 10)``) or, for the evaluation figures, the report dicts of
+:mod:`scratchadv.evaluate`, draws with matplotlib's object-oriented API on a
 fresh ``Figure`` with the Agg canvas (no pyplot, no global backend switch), and saves
 a PNG through :func:`scratchadv.fileio.atomic_write`. Each returns the path written.
 
@@ -13,6 +14,8 @@ figure                         lecture view
 :func:`plot_ascent`            untargeted ascent after 0/5/10/15/20 steps
 :func:`plot_targeted_grid`     one "7" pushed to each class 0-9
 :func:`plot_fake_images`       ten images made from noise, one per class
+:func:`plot_report`            accuracy against eps per attack, noise, worst case
+:func:`plot_comparison`        worst-case and FGSM accuracy against eps per model
 :func:`plot_perturbation`      clean | perturbation (scaled) | adversarial
 =============================  ==============================================
 
@@ -38,9 +41,9 @@ def _new_figure(width, height):
     return fig
 
 
-def _save(fig, path):
+def _save(fig, path, dpi=100):
     with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -198,6 +201,57 @@ def plot_fake_images(path, result):
     return plot_grid(path, result.x_adv, result.probs, titles=titles, targets=list(t), ncols=5,
                      suptitle="fake images from uniform noise (weights fixed, input descended)")
 
+
+# --- evaluation reports ---------------------------------------------------
+
+__all__ += ["plot_report", "plot_comparison"]
+
+
+def plot_report(report, path):
+    """PNG of accuracy against eps: one line per attack, noise, and the worst case.
+
+    report: :func:`scratchadv.evaluate.evaluate_model`'s dict. Returns ``path``.
+    """
+    eps = [r["eps"] for r in report["results"]]
+    fig = _new_figure(6, 4)
+    ax = fig.subplots()
+    for c in list(report["attacks"]) + ["noise", "worst_case"]:
+        # the worst case is drawn wide and pale underneath, so the attack it equals stays visible
+        style = {"worst_case": dict(lw=5, color="k", alpha=0.3, zorder=1),
+                 "noise": dict(ls=":", color="gray")}.get(c, {"zorder": 2})
+        ax.plot(eps, [100 * r["accuracy"][c] for r in report["results"]], marker="o", ms=3,
+                label=c.replace("_", " "), **style)
+    l2 = "; pgd-l2 uses %g x eps" % report["l2_scale"] if "pgd-l2" in report["attacks"] else ""
+    ax.set(xlabel=f"eps (Linf, pixel scale{l2})",
+           ylabel="accuracy (%)", ylim=(-2, 102), title=report["name"])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path, dpi=120)
+
+
+def plot_comparison(comparison, path):
+    """PNG: worst-case accuracy (solid) and FGSM accuracy (dashed) against eps, per model.
+
+    comparison: :func:`scratchadv.evaluate.compare_reports`' dict. Returns ``path``.
+    """
+    fig = _new_figure(6.5, 4.2)
+    ax = fig.subplots()
+    for k, m in enumerate(comparison["models"]):
+        color = f"C{k}"
+        eps = [x["eps"] for x in m["results"]]
+        ax.plot(eps, [100 * x["accuracy"]["worst_case"] for x in m["results"]], marker="o", ms=3,
+                color=color, lw=2, label=f"{m['name']} (worst case)")
+        if "fgsm" in m["attacks"]:
+            ax.plot(eps, [100 * x["accuracy"]["fgsm"] for x in m["results"]], ls="--",
+                    color=color, alpha=0.7, label=f"{m['name']} (FGSM)")
+    ax.set(xlabel="eps (Linf, pixel scale)", ylabel="accuracy (%)", ylim=(-2, 102),
+           title="accuracy under attack")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, dpi=120)
+
+
+# --- the lecture's figures (continued) ---------------------------------------
 
 def plot_perturbation(path, x, x_adv, probs_clean, probs_adv, *, true=None, target=None,
                       title=None):

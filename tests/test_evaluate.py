@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from scratchadv.evaluate import (ATTACKS, FINAL_EPS, attack_correct, compare_reports,
-                                 evaluate_model, format_markdown, load_report, parse_mask,
-                                 sanity_checks, worst_case, write_comparison, write_report,
-                                 zero_gradient_fraction)
+                                 evaluate_file, evaluate_model, format_markdown, load_report,
+                                 mask_string, parse_mask, sanity_checks, worst_case,
+                                 write_comparison, write_report, zero_gradient_fraction)
 from scratchadv.model import predict_softmax
 
 
@@ -152,6 +152,65 @@ def test_reports_are_written_and_compared(tmp_path):
     assert "plain" in table and "masked" in table
     assert [m["name"] for m in compare_reports([a, b])["models"]] == ["plain", "masked"]
     assert not [f for f in os.listdir(tmp_path / "cmp") if f.endswith(".tmp")]
+
+
+def test_mask_strings_round_trip():
+    m = np.array([True, False, False, True, True])
+    assert mask_string(m) == "10011"
+    assert parse_mask(mask_string(m)).tolist() == m.tolist()
+    assert parse_mask("").shape == (0,)
+
+
+def test_evaluate_file_is_evaluate_model_on_the_stored_model(tmp_path):
+    from scratchadv.checkpoint import save_model
+    params = _halves_model()
+    x, y = _halves_data(24)
+    path = tmp_path / "halves.npz"
+    save_model(path, params, architecture="softmax-v1", config={"lr": 0.1})
+    fast = dict(FAST, attacks=("fgsm", "pgd"), restarts=1)
+    rep = evaluate_file(path, x, y, data="24 synthetic images", **fast)
+    direct = evaluate_model(params, x, y, predict_fn=predict_softmax, name="halves", **fast)
+    extra = {"model": os.path.abspath(path), "architecture": "softmax-v1",
+             "model_config": {"lr": 0.1}, "data": "24 synthetic images"}
+    rep.pop("seconds"), direct.pop("seconds")
+    assert rep == {**direct, **extra}
+    assert evaluate_file(path, x, y, name="other", checks=False, **fast)["name"] == "other"
+    assert "data" not in evaluate_file(path, x, y, checks=False, **fast)
+
+
+def test_evaluate_file_refuses_images_of_another_dtype(tmp_path):
+    from scratchadv.checkpoint import save_model
+    path = tmp_path / "halves.npz"
+    save_model(path, _halves_model(), architecture="softmax-v1")
+    x, y = _halves_data(4)
+    with pytest.raises(ValueError, match=r"^path: parameters are float32, images are float64$"):
+        evaluate_file(path, x.astype(np.float64), y, verbose=False)
+
+
+def test_cli_evaluate_on_synthetic_data(tmp_path, monkeypatch, capsys):
+    """The command around evaluate_file: its report, its printout, its error in flags."""
+    import scratchadv.data
+    from scratchadv.checkpoint import save_model
+    from scratchadv.cli import main
+    x, y = _halves_data(24)
+    monkeypatch.setattr(scratchadv.data, "load_mnist", lambda folder=None: (x, y, x, y))
+    save_model(tmp_path / "halves.npz", _halves_model(), architecture="softmax-v1")
+    save_model(tmp_path / "wide.npz", {k: v.astype(np.float64) for k, v in _halves_model().items()},
+               architecture="softmax-v1")
+    flags = ["--n", "16", "--eps", "0,0.1", "--attacks", "fgsm,pgd", "--steps", "3", "--restarts", "1",
+             "--quiet"]
+    assert main(["evaluate", "--model", str(tmp_path / "halves.npz"), "--report", str(tmp_path / "r"),
+                 *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rep = load_report(tmp_path / "r")
+    assert out[0] == f"halves: clean accuracy {rep['clean_accuracy']:.4f} on 16 test images"
+    assert out[1] == "   eps  " + "".join(f"{c:>11}" for c in ("fgsm", "pgd", "noise", "worst_case"))
+    assert len(out) == 2 + 3 + 5 + 1 and out[-1].startswith(f"report: {tmp_path / 'r' / 'report.md'}")
+    assert rep["data"] == "MNIST test set, first n images" and rep["n"] == 16
+    assert main(["evaluate", "--model", str(tmp_path / "wide.npz"), "--report", str(tmp_path / "w"),
+                 *flags]) == 2
+    assert capsys.readouterr().err == \
+        "scratchadv evaluate: error: --model: parameters are float64, images are float32\n"
 
 
 def test_bad_arguments_are_refused():

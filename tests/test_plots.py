@@ -103,3 +103,43 @@ def test_failed_save_leaves_previous_file(tmp_path):
     with pytest.raises(ValueError):
         plots.plot_grid(path, tiny_images(3), _probs(2))
     assert path.read_bytes() == b"old"
+
+
+# --- evaluation reports ------------------------------------------------------
+
+def _eval_report(name="m", attacks=("fgsm", "pgd", "pgd-l2")):
+    """The fields of an evaluation report the figures read, for a model that falls with eps."""
+    rows = [{"eps": e, "accuracy": {**{a: 1 - e - 0.1 * k for k, a in enumerate(attacks)},
+                                     "noise": 1.0, "worst_case": max(0.0, 1 - 2 * e)}}
+            for e in (0.0, 0.1, 0.3, 0.5)]
+    return {"name": name, "attacks": list(attacks), "l2_scale": 7.0, "results": rows}
+
+
+def test_evaluation_figures(tmp_path):
+    w, h = _png_size(plots.plot_report(_eval_report(), tmp_path / "report.png"))
+    assert 1.2 * h < w < 2 * h
+    comparison = {"models": [_eval_report("a"), _eval_report("b", attacks=("pgd",))]}
+    w, h = _png_size(plots.plot_comparison(comparison, tmp_path / "comparison.png"))
+    assert 1.2 * h < w < 2 * h
+    assert sorted(os.listdir(tmp_path)) == ["comparison.png", "report.png"]
+
+
+def test_importing_and_plotting_leave_the_backend_alone():
+    """A notebook's backend survives the library: no module switches it or starts pyplot."""
+    import subprocess
+    import sys
+    code = ("import matplotlib, os, sys, tempfile\n"
+            "matplotlib.use('svg')\n"
+            "import scratchadv.cli, scratchadv.demo, scratchadv.evaluate as E, scratchadv.plots as P\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from test_plots import _eval_report\n"
+            "r = dict(_eval_report(), n=1, clean_accuracy=1.0, steps=1, restarts=1, step_size_rule='')\n"
+            "for row in r['results']: row['eps_l2'] = 7 * row['eps']\n"
+            "d = tempfile.mkdtemp()\n"
+            "E.write_report(r, d); E.write_comparison([r], d)\n"
+            "P.plot_report(r, os.path.join(d, 'r.png'))\n"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules, len(os.listdir(d)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "False", "7"]

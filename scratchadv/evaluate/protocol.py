@@ -1,0 +1,237 @@
+"""The evaluation protocol: robust accuracy against eps, per-sample worst case over attacks.
+
+Pure computation: :func:`evaluate_model` returns a JSON-ready report dict and writes
+nothing (files: :mod:`scratchadv.evaluate.report`; checks: :mod:`scratchadv.evaluate.checks`).
+
+Radii are Linf in pixel scale [0, 1]. The L2 attack ``pgd-l2`` runs at
+``eps_l2 = L2_SCALE * eps`` with ``L2_SCALE = 7 = sqrt(784) / 4``: the L2 norm of a
+change of size eps on 1/16 of the pixels (a 7x7 patch, about the stroke area of a digit).
+It maps eps 0.3 to 2.1, near the L2 radius 2.0 commonly used for MNIST.
+
+Randomness is derived from ``seed`` by position (like :func:`scratchadv.train.fit`):
+attack ``a`` at eps index ``e``, restart ``r`` uses ``default_rng([seed, e, a, r])``, so a
+number does not change when other eps or attacks are added to the run.
+"""
+import time
+
+import numpy as onp
+
+from ..attacks import fgsm, pgd
+from ..losses import input_gradient
+from ..model import predict
+from ..progress import Progress
+from ..validate import check_images, check_labels, check_int, check_float
+from .report import mask_string
+
+__all__ = ["ATTACKS", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "FINAL_EPS", "l2_radius",
+           "pgd_step_size", "worst_case", "attack_correct", "noise_correct",
+           "zero_gradient_fraction", "evaluate_model"]
+
+#: attacks by name -> (norm, iterative?)
+ATTACKS = {"fgsm": ("linf", False), "pgd": ("linf", True), "pgd-l2": ("l2", True)}
+L2_SCALE = 7.0
+DEFAULT_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+DEFAULT_ATTACKS = tuple(ATTACKS)
+#: the radius at which any classifier can be driven to chance (every pixel can reach 0.5)
+FINAL_EPS = 0.5
+
+
+def l2_radius(eps, scale=L2_SCALE):
+    """The L2 radius paired with the Linf radius ``eps`` (see the module docstring)."""
+    return float(eps) * float(scale)
+
+
+def pgd_step_size(radius, steps):
+    """2.5 * radius / steps (Madry et al. 2018): enough to cross the ball and come back."""
+    return 2.5 * radius / steps
+
+
+def worst_case(clean_correct, correct_by_attack):
+    """Per-sample AND: robust iff correct clean and under every attack (and restart).
+
+    clean_correct: (N,) bool; correct_by_attack: dict name -> (N,) bool -> (N,) bool.
+    """
+    out = onp.asarray(clean_correct, dtype=bool).copy()
+    for c in correct_by_attack.values():
+        out &= onp.asarray(c, dtype=bool)
+    return out
+
+
+def _predict_labels(params, x, predict_fn, batch_size):
+    return onp.concatenate([onp.argmax(predict_fn(params, x[i:i + batch_size]), 1)
+                            for i in range(0, len(x), batch_size)])
+
+
+def _check_ball(x_adv, x, norm, radius, name):
+    """Refuse an attack result outside [0, 1] or its ball: its accuracy would be meaningless."""
+    if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
+        raise RuntimeError(f"{name}: returned {x_adv.shape} {x_adv.dtype}, expected {x.shape} {x.dtype}")
+    if x_adv.min() < 0 or x_adv.max() > 1:
+        raise RuntimeError(f"{name}: images outside [0, 1] ({x_adv.min():g}, {x_adv.max():g})")
+    d = (x_adv.astype(onp.float64) - x).reshape(len(x), -1)
+    size = onp.abs(d).max(1) if norm == "linf" else onp.sqrt((d * d).sum(1))
+    if size.max() > radius * (1 + 1e-5) + 1e-6:
+        raise RuntimeError(f"{name}: perturbation {size.max():g} exceeds the {norm} radius {radius:g}")
+
+
+def _run_one(name, params, x, y, *, eps, steps, rng, predict_fn, l2_scale):
+    """One run of attack ``name`` on a batch -> adversarial images (checked)."""
+    norm, iterative = ATTACKS[name]
+    radius = eps if norm == "linf" else l2_radius(eps, l2_scale)
+    if not iterative:
+        res = fgsm(params, x, y, eps=radius, norm=norm, predict_fn=predict_fn)
+    else:
+        res = pgd(params, x, y, eps=radius, steps=steps, step_size=pgd_step_size(radius, steps),
+                  norm=norm, random_start=True, restarts=1, rng=rng, predict_fn=predict_fn)
+    _check_ball(res.x_adv, x, norm, radius, name)
+    return res.x_adv
+
+
+def attack_correct(name, params, x, y, *, eps, steps=40, restarts=1, seed=0, key=(0, 0),
+                   predict_fn=predict, batch_size=500, l2_scale=L2_SCALE, bar=None):
+    """Which samples stay correct under every restart of attack ``name`` at ``eps``.
+
+    Restart r runs only on the samples no earlier restart has fooled: the result is the
+    same as running all restarts on all samples and AND-ing, at a fraction of the cost.
+    Returns ``(correct (N,) bool, after_first (N,) bool)``; ``after_first`` is the
+    result of restart 0 alone (used by the doubling-steps check). Single-step attacks
+    are deterministic and run once whatever ``restarts`` says.
+    The correctness of each sample is recomputed here from the returned images.
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"attack: expected one of {sorted(ATTACKS)}, got {name!r}")
+    correct = _predict_labels(params, x, predict_fn, batch_size) == y
+    if eps == 0:
+        return correct, correct.copy()
+    runs = restarts if ATTACKS[name][1] else 1
+    after_first = None
+    for r in range(runs):
+        idx = onp.flatnonzero(correct)
+        rng = onp.random.default_rng([seed, *key, r])
+        for i in range(0, len(idx), batch_size):
+            j = idx[i:i + batch_size]
+            xa = _run_one(name, params, x[j], y[j], eps=eps, steps=steps, rng=rng,
+                          predict_fn=predict_fn, l2_scale=l2_scale)
+            correct[j] = _predict_labels(params, xa, predict_fn, batch_size) == y[j]
+        if r == 0:
+            after_first = correct.copy()
+        if bar is not None:
+            bar.update(1)
+        if not correct.any():
+            if bar is not None:
+                bar.update(runs - r - 1)
+            break
+    return correct, after_first
+
+
+def noise_correct(params, x, y, *, eps, rng, predict_fn=predict, batch_size=500):
+    """Correct under uniform noise in [-eps, eps] per pixel (clipped to [0, 1]): (N,) bool."""
+    xn = onp.clip(x + rng.uniform(-eps, eps, size=x.shape).astype(x.dtype), 0, 1)
+    return _predict_labels(params, xn, predict_fn, batch_size) == y
+
+
+def zero_gradient_fraction(params, x, y, predict_fn=predict, batch_size=500):
+    """Fraction of samples whose input gradient d loss_i / d x_i is exactly zero everywhere.
+
+    A zero gradient gives a gradient attack nothing to follow (a step function, saturated
+    softmax in low precision, a quantising input layer): the attack then fails for reasons
+    that have nothing to do with robustness.
+    """
+    zero = 0
+    for i in range(0, len(x), batch_size):
+        g = input_gradient(params, x[i:i + batch_size], y[i:i + batch_size], predict_fn)
+        zero += int(onp.sum(~onp.any(g.reshape(len(g), -1) != 0, axis=1)))
+    return zero / len(x)
+
+
+def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
+                   attacks=DEFAULT_ATTACKS, steps=40, restarts=5, seed=0,
+                   batch_size=500, l2_scale=L2_SCALE, checks=True, verbose=True, name="model"):
+    """Accuracy against eps for each attack, the per-sample worst case, and sanity checks.
+
+    x: (N, 1, 28, 28) float in [0, 1]; y: (N,) int64. ``eps_list``: Linf radii in pixel
+    scale (0 = clean); ``FINAL_EPS`` (0.5) is added if missing, for the sanity check
+    that accuracy reaches chance. ``steps``/``restarts``: of the iterative attacks.
+    Returns a JSON-ready dict (see :func:`~scratchadv.evaluate.report.write_report`); per
+    eps it holds each attack's accuracy, ``noise``, ``worst_case`` and the per-sample masks
+    (strings of 0/1, one character per sample) from which the worst case can be recomputed.
+    With ``checks``, also the doubled-steps run, the zero-gradient fraction and ``sanity``
+    (:func:`~scratchadv.evaluate.checks.sanity_checks`).
+    """
+    check_images(x, "x")
+    check_labels(y, len(x), "y")
+    steps = check_int(steps, "steps", minimum=1)
+    restarts = check_int(restarts, "restarts", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    attacks = list(attacks)
+    if not attacks:
+        raise ValueError("attacks: expected at least one attack, got none")
+    for a in attacks:
+        if a not in ATTACKS:
+            raise ValueError(f"attacks: expected names from {sorted(ATTACKS)}, got {a!r}")
+    eps_list = sorted({check_float(e, "eps", minimum=0, maximum=1) for e in eps_list}
+                      | ({FINAL_EPS} if checks else set()) | {0.0})
+    t0 = time.perf_counter()
+    clean = _predict_labels(params, x, predict_fn, batch_size) == y
+    runs_per_eps = sum(restarts if ATTACKS[a][1] else 1 for a in attacks)
+    bar = Progress(total=runs_per_eps * (len(eps_list) - 1), desc=f"evaluate {name}", enable=verbose)
+    rows, first = [], {}
+    for ei, eps in enumerate(eps_list):
+        correct = {}
+        for ai, a in enumerate(attacks):
+            bar.set_postfix(eps=eps, attack=a)
+            correct[a], first[(ei, a)] = attack_correct(
+                a, params, x, y, eps=eps, steps=steps, restarts=restarts, seed=seed, key=(ei, ai),
+                predict_fn=predict_fn, batch_size=batch_size, l2_scale=l2_scale,
+                bar=bar if eps > 0 else None)
+        noise = noise_correct(params, x, y, eps=eps, rng=onp.random.default_rng([seed, ei, 1000]),
+                              predict_fn=predict_fn, batch_size=batch_size)
+        worst = worst_case(clean, correct)
+        rows.append({
+            "eps": eps, "eps_l2": l2_radius(eps, l2_scale),
+            "accuracy": {**{a: float(correct[a].mean()) for a in attacks},
+                         "noise": float(noise.mean()), "worst_case": float(worst.mean())},
+            "first_restart_accuracy": {a: float(first[(ei, a)].mean()) for a in attacks},
+            "masks": {**{a: mask_string(correct[a]) for a in attacks},
+                      "clean": mask_string(clean), "worst_case": mask_string(worst)},
+        })
+    bar.close()
+    report = {
+        "name": name, "n": int(len(x)), "clean_accuracy": float(clean.mean()),
+        "attacks": attacks, "eps": eps_list, "steps": steps, "restarts": restarts,
+        "step_size_rule": "2.5*radius/steps", "l2_scale": float(l2_scale), "seed": seed,
+        "results": rows,
+    }
+    if checks:
+        # imported here: checks.py reads this module's attack table, imports stay one-way
+        from .checks import sanity_checks
+        report["doubled_steps"] = _doubled_steps(params, x, y, report, steps, seed, predict_fn,
+                                                 batch_size, l2_scale, first)
+        report["zero_gradient_fraction"] = zero_gradient_fraction(params, x, y, predict_fn, batch_size)
+        report["sanity"] = sanity_checks(report)
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2_scale, first):
+    """PGD with 2*steps (one restart) at the eps where PGD's accuracy is nearest 50%.
+
+    That is where extra steps could change most; one restart from the same random
+    starts on both sides makes the comparison like for like.
+    """
+    iterative = [a for a in report["attacks"] if ATTACKS[a][1]]
+    if not iterative:
+        return None
+    a = "pgd" if "pgd" in iterative else iterative[0]
+    ai = report["attacks"].index(a)
+    cands = [(abs(r["first_restart_accuracy"][a] - 0.5), ei) for ei, r in enumerate(report["results"])
+             if r["eps"] > 0]
+    _, ei = min(cands)
+    eps = report["results"][ei]["eps"]
+    # same key as restart 0 of the main run: the same random starts, only the steps differ
+    doubled, _ = attack_correct(a, params, x, y, eps=eps, steps=2 * steps, restarts=1, seed=seed,
+                                key=(ei, ai), predict_fn=predict_fn, batch_size=batch_size,
+                                l2_scale=l2_scale)
+    return {"attack": a, "eps": eps, "steps": steps,
+            "accuracy": float(first[(ei, a)].mean()), "doubled_accuracy": float(doubled.mean())}
