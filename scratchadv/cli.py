@@ -87,9 +87,7 @@ def _run_train(args):
     from .checkpoint import save_model
     from .data import load_mnist
     from .fileio import atomic_write_json, check_writable
-    from .model import get_architecture
-    from .optim import get_optimizer
-    from .train import TrainingDiverged, TrainingInterrupted, evaluate_split, fit
+    from .train import TrainingDiverged, TrainingInterrupted, evaluate_split, plan_training, train_model
     from .validate import check_int
 
     check_int(args.epochs, "--epochs", minimum=1)
@@ -97,24 +95,19 @@ def _run_train(args):
     check_int(args.seed, "--seed", minimum=0)
     if args.limit is not None:
         check_int(args.limit, "--limit", minimum=1, maximum=60000)
-    arch = get_architecture(args.architecture)
-    optimizer = get_optimizer(args.optimizer, args.lr)
-    check_writable(args.out, "--out")
-    check_writable(args.metrics, "--metrics")
-    state_path = state_path_for(args.out)
-    check_writable(state_path, "--out (training state)")
-
-    loss_fn, transform, defense_cfg = None, None, {"defense": "none"}
     defense_opts = {k: getattr(args, k) for k in
                     ("eps", "pgd_steps", "pgd_step_size", "clean_frac", "eps_warmup", "lam")}
     if args.defense == "none":
         given = [k for k, v in defense_opts.items() if v is not None]
         if given:
             raise ValueError(f"--{given[0].replace('_', '-')}: only meaningful with --defense pgd|gradreg")
-    else:
-        from .defenses import make_defense
-        loss_fn, transform, defense_cfg = make_defense(
-            args.defense, epochs=args.epochs, predict_fn=arch.predict, **defense_opts)
+    plan = plan_training(args.architecture, epochs=args.epochs, batch_size=args.batch_size,
+                         optimizer=args.optimizer, lr=args.lr, seed=args.seed, defense=args.defense,
+                         defense_options=defense_opts, notes={"limit": args.limit})
+    check_writable(args.out, "--out")
+    check_writable(args.metrics, "--metrics")
+    state_path = state_path_for(args.out)
+    check_writable(state_path, "--out (training state)")
 
     x_train, y_train, x_test, y_test = load_mnist(args.data)
     if args.limit is not None:
@@ -125,12 +118,9 @@ def _run_train(args):
     old = signal.signal(signal.SIGTERM, on_term)
     t0 = time.perf_counter()
     try:
-        params, history = fit(
-            arch.init_params(args.seed), x_train, y_train, x_val=x_test, y_val=y_test,
-            epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
-            loss_fn=loss_fn, batch_transform=transform, predict_fn=arch.predict,
-            architecture=arch.name, checkpoint_path=state_path, resume=args.resume,
-            verbose=not args.quiet, config={"limit": args.limit, **defense_cfg})
+        params, history, _ = train_model(plan, x_train, y_train, x_val=x_test, y_val=y_test,
+                                         checkpoint_path=state_path, resume=args.resume,
+                                         verbose=not args.quiet)
     except TrainingInterrupted as e:
         print(f"scratchadv train: {e}", file=sys.stderr)
         return 130
@@ -140,16 +130,14 @@ def _run_train(args):
     finally:
         signal.signal(signal.SIGTERM, old)
     seconds = time.perf_counter() - t0
+    arch = plan.architecture
     _, train_acc = evaluate_split(params, x_train, y_train, arch.predict)
     test_loss, test_acc = evaluate_split(params, x_test, y_test, arch.predict)
-    config = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": optimizer.name,
-              **{"opt_" + k: v for k, v in optimizer.hyper.items()}, "seed": args.seed,
-              "limit": args.limit, **defense_cfg}
-    save_model(args.out, params, arch.name, config=config, history=history,
+    save_model(args.out, params, arch.name, config=plan.config, history=history,
                extra={"train_acc": train_acc, "test_acc": test_acc})
     metrics = {"architecture": arch.name, "train_acc": train_acc, "test_acc": test_acc,
                "test_loss": test_loss, "epochs": args.epochs, "seconds": seconds,
-               "seconds_per_epoch": history["seconds"], "config": config, "history": history,
+               "seconds_per_epoch": history["seconds"], "config": plan.config, "history": history,
                "model": os.path.abspath(args.out)}
     if args.metrics:
         atomic_write_json(args.metrics, metrics)
@@ -745,10 +733,14 @@ def _add_demo(p):
 def _run_demo(args):
     import signal
 
+    from .cache import default_cache_dir
     from .demo import run_demo
+    from .fileio import check_writable
     from .train import TrainingInterrupted
     from .validate import check_int
     check_int(args.seed, "--seed", minimum=0)
+    check_writable(os.path.join(args.out, "results.json"), "--out")
+    check_writable(os.path.join(args.cache or default_cache_dir(), "probe.npz"), "--cache")
     argv = ["scratchadv demo", "--out", args.out] + (["--quick"] if args.quick else []) \
         + (["--seed", str(args.seed)] if args.seed else []) \
         + (["--cache", args.cache] if args.cache else []) + (["--data", args.data] if args.data else [])

@@ -282,3 +282,111 @@ def plot_perturbation(path, x, x_adv, probs_clean, probs_adv, *, true=None, targ
     if title:
         fig.suptitle(title, fontsize=11, y=1.02)
     return _save(fig, path)
+
+
+# --- demo figures -------------------------------------------------------------
+# The figures of ``scratchadv demo`` beyond the lecture's views: curves per epoch or per
+# step and distributions, several panels each, laid out by matplotlib's constrained layout
+# (legends and titles of neighbouring panels do not overlap).
+
+def _demo_figure(width, height):
+    """:func:`_new_figure` with the constrained layout the multi-panel demo figures need."""
+    fig = _new_figure(width, height)
+    fig.set_layout_engine("constrained")
+    return fig
+
+
+__all__ += ["plot_learning_curves", "plot_loss_per_step", "plot_minimal_perturbations",
+            "plot_defense_training"]
+
+
+def plot_learning_curves(path, history, *, ref_train=None, ref_val=None, title=None):
+    """Loss and accuracy per epoch (training: running mean over the epoch, as Keras reports;
+    validation: after the epoch), with the lecture's final accuracies as dashed lines."""
+    fig = _demo_figure(10, 3.6)
+    ax_l, ax_a = fig.subplots(1, 2)
+    ep = onp.arange(1, len(history["loss"]) + 1)
+    ax_l.plot(ep, history["loss"], "o-", label="training")
+    if history.get("val_loss"):
+        ax_l.plot(ep, history["val_loss"], "s-", label="validation (test set)")
+    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_a.plot(ep, 100 * onp.asarray(history["accuracy"]), "o-", label="training")
+    if history.get("val_accuracy"):
+        ax_a.plot(ep, 100 * onp.asarray(history["val_accuracy"]), "s-", label="validation (test set)")
+    if ref_train is not None:
+        ax_a.axhline(100 * ref_train, color="C0", ls="--", lw=1, label=f"lecture, training {100 * ref_train:.1f}%")
+    if ref_val is not None:
+        ax_a.axhline(100 * ref_val, color="C1", ls="--", lw=1, label=f"lecture, validation {100 * ref_val:.1f}%")
+    lo = min(list(100 * onp.asarray(history["accuracy"])) + list(100 * onp.asarray(history.get("val_accuracy") or [100])))
+    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(max(0, min(lo, 97) - 1), 100.2))
+    for ax in (ax_l, ax_a):
+        ax.set_xticks(ep)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_loss_per_step(path, loss_history, targets, *, title):
+    """Cross-entropy of the target class at each step, one line per target (log scale)."""
+    h = onp.asarray(loss_history)
+    fig = _demo_figure(6.5, 3.8)
+    ax = fig.subplots()
+    steps = onp.arange(h.shape[0])
+    for i, t in enumerate(targets):
+        ax.plot(steps, onp.maximum(h[:, i], 1e-8), marker="o", ms=3, color=f"C{int(t) % 10}",
+                label=f"target {int(t)}")
+    ax.set_yscale("log")
+    ax.set(xlabel="gradient step", ylabel="cross-entropy of the target class (log scale)", title=title)
+    ax.set_xticks(steps)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_minimal_perturbations(path, radii, *, title):
+    """Empirical CDFs of the minimal perturbation per model, one panel per norm.
+
+    radii: {norm: {model: (N,) minimal radius over correctly classified images, inf if none}}.
+    """
+    fig = _demo_figure(10, 3.8)
+    axes = fig.subplots(1, len(radii))
+    for ax, (norm, by_model) in zip(onp.atleast_1d(axes), radii.items()):
+        for k, (model, r) in enumerate(by_model.items()):
+            r = onp.sort(onp.asarray(r, dtype=onp.float64))
+            if not len(r):
+                continue
+            frac = onp.arange(1, len(r) + 1) / len(r)
+            fin = onp.isfinite(r)
+            ax.step(r[fin], 100 * frac[fin], where="post", color=f"C{k}", label=f"{model} (median {onp.median(r):.3g})")
+            ax.axvline(onp.median(r), color=f"C{k}", ls=":", lw=1)
+        ax.set(xlabel=f"minimal {'Linf' if norm == 'linf' else 'L2'} perturbation that flips the prediction",
+               ylabel="images flipped (%)", title=f"{'Linf' if norm == 'linf' else 'L2'} ball", ylim=(0, 101))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_defense_training(path, histories, *, title):
+    """Clean validation accuracy and training loss per epoch, one line per model."""
+    fig = _demo_figure(10, 3.6)
+    ax_a, ax_l = fig.subplots(1, 2)
+    for k, (name, h) in enumerate(histories.items()):
+        ep = onp.arange(1, len(h["loss"]) + 1)
+        if h.get("val_accuracy"):
+            ax_a.plot(ep, 100 * onp.asarray(h["val_accuracy"]), "o-", color=f"C{k}", label=name)
+        ax_l.plot(ep, h["loss"], "o-", color=f"C{k}", label=name)
+    ax_a.set(xlabel="epoch", ylabel="clean validation accuracy (%)", title="clean accuracy")
+    ax_l.set(xlabel="epoch", ylabel="objective (running mean over the epoch)",
+             title="training objective (each model's own)")
+    n_ep = max(len(h["loss"]) for h in histories.values())
+    for ax in (ax_a, ax_l):
+        ax.set_xticks(onp.arange(1, n_ep + 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+

@@ -1,5 +1,10 @@
 """Training: shuffled mini-batches, epochs, validation, history, checkpoints, resume.
 
+``plan_training(architecture, epochs=..., optimizer=..., defense=...)`` checks a run's
+settings and writes its config (the one place it is written: ``scratchadv train``, the
+model cache and the scripts all go through it); ``train_model(plan, x, y, ...)`` trains
+it with :func:`fit`.
+
 ``fit`` is a loop around ``params, state = opt.update(params, grad(loss_fn)(params, xb, yb), state)``.
 Everything random is derived from ``seed`` by position, not by a running generator:
 
@@ -18,19 +23,22 @@ before the bad update is applied; the last good state on disk is kept.
 import hashlib
 import os
 import time
+from collections import namedtuple
 
 import numpy as onp
 from autograd import grad, value_and_grad
 from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
-from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, predict
+from .defenses import make_defense
+from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, get_architecture, predict
 from .ops import cross_entropy
-from .optim import rmsprop
+from .optim import Optimizer, get_optimizer, rmsprop
 from .progress import Progress
 from .validate import check_images, check_int, check_labels, check_params
 
-__all__ = ["fit", "TrainingDiverged", "TrainingInterrupted", "evaluate_split", "data_fingerprint"]
+__all__ = ["fit", "TrainingDiverged", "TrainingInterrupted", "evaluate_split", "data_fingerprint",
+           "TrainingPlan", "plan_training", "train_model"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -188,7 +196,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                 if not onp.isfinite(value) or not all(onp.all(onp.isfinite(g)) for g in grads.values()):
                     raise TrainingDiverged(
                         f"loss is {value} at epoch {epoch + 1}, batch {batch + 1}: training diverged "
-                        f"(try a smaller --lr); the last good state is kept"
+                        f"(try a smaller learning rate (lr)); the last good state is kept"
                         + (f" in {checkpoint_path}" if checkpoint_path else ""))
                 correct = int(onp.sum(onp.argmax(logits, 1) == yb))
                 new_params, new_state = optimizer.update(params, grads, opt_state)
@@ -221,7 +229,76 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
         p, s_, ep, b, sm = st
         done = {k: list(v[:ep]) for k, v in history.items()}   # only completed epochs
         save_state(ep, b, p, s_, sm, done)
-        where = f"; state saved to {checkpoint_path} (resume with --resume)" if checkpoint_path else ""
+        where = f"; state saved to {checkpoint_path} (resume with resume=True)" if checkpoint_path else ""
         raise TrainingInterrupted(f"training interrupted at epoch {ep + 1}, batch {b}/{nb}{where}",
                                   checkpoint_path) from None
     return st[0], history
+
+
+# ---------------------------------------------------------------------------
+# A training run from its settings: the one place a run's config is written
+# ---------------------------------------------------------------------------
+
+TrainingPlan = namedtuple("TrainingPlan", "architecture optimizer loss_fn batch_transform config")
+TrainingPlan.__doc__ = """A checked training run before any data is read.
+
+architecture: a :class:`scratchadv.model.Architecture`; optimizer: an ``optim.Optimizer``;
+loss_fn / batch_transform: the defense's hooks for :func:`fit` (None: plain cross-entropy,
+unchanged batches); config: JSON-ready settings, as a model file records them.
+"""
+
+
+def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optimizer="rmsprop",
+                  lr=None, seed=0, defense="none", defense_options=None, notes=None):
+    """Check and resolve the settings of a training run -> :class:`TrainingPlan`.
+
+    architecture: a name of :data:`scratchadv.model.ARCHITECTURES`; optimizer: 'rmsprop' |
+    'sgd' | 'adam' (``lr`` None keeps its default; Keras defaults) or an ``optim.Optimizer``
+    (then ``lr`` must be None); defense: 'none' | 'pgd' | 'gradreg' with
+    ``defense_options`` for :func:`scratchadv.defenses.make_defense` (None entries keep
+    its tuned defaults). ``notes``: JSON-ready entries the caller records about its data
+    (e.g. ``{"limit": 1000}``), kept between the optimizer and the defense settings.
+
+    ``config`` = ``{"epochs", "batch_size", "optimizer", "opt_<hyper-parameter>"...,
+    "seed", **notes, "defense", <defense settings>...}``. Every argument is checked here,
+    so a bad one fails before the data is loaded.
+    """
+    arch = get_architecture(architecture)
+    epochs = check_int(epochs, "epochs", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    if isinstance(optimizer, Optimizer):
+        if lr is not None:
+            raise ValueError(f"lr: expected None with an Optimizer object (it has its own lr), got {lr!r}")
+    else:
+        optimizer = get_optimizer(optimizer, lr)
+    opts = {k: v for k, v in (defense_options or {}).items() if v is not None}
+    loss_fn, transform, defense_cfg = make_defense(defense, epochs=epochs, predict_fn=arch.predict,
+                                                   **opts)
+    config = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer.name,
+              **{"opt_" + k: v for k, v in optimizer.hyper.items()}, "seed": seed,
+              **(notes or {}), **defense_cfg}
+    return TrainingPlan(arch, optimizer, loss_fn, transform, config)
+
+
+def train_model(plan, x, y, *, x_val=None, y_val=None, checkpoint_path=None, resume=False,
+                verbose=True, config=None, callbacks=()):
+    """Train ``plan`` (see :func:`plan_training`) from its seed's initialisation with :func:`fit`.
+
+    x: (N, 1, 28, 28) float32 in [0, 1]; y: (N,) int64; ``x_val``/``y_val``, the
+    checkpoint, resume, verbose and callbacks as in :func:`fit`. ``config``: entries
+    recorded beside ``plan.config`` in the training state (e.g. a cache key's inputs).
+    Returns ``(params, history, run_config)``, run_config being what the training state
+    records: ``plan.config`` and ``config`` with the architecture, ``n_train`` and the data
+    fingerprint.
+    """
+    arch, cfg = plan.architecture, {**plan.config, **(config or {})}
+    params, history = fit(arch.init_params(cfg["seed"]), x, y, x_val=x_val, y_val=y_val,
+                          epochs=cfg["epochs"], batch_size=cfg["batch_size"], optimizer=plan.optimizer,
+                          seed=cfg["seed"], loss_fn=plan.loss_fn, batch_transform=plan.batch_transform,
+                          predict_fn=arch.predict, architecture=arch.name,
+                          checkpoint_path=checkpoint_path, resume=resume, verbose=verbose,
+                          config=cfg, callbacks=callbacks)
+    run_config = {"architecture": arch.name, **cfg, "n_train": int(len(x)),
+                  "data": data_fingerprint(x, y)}
+    return params, history, run_config

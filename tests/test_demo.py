@@ -1,4 +1,8 @@
-"""The demo: model cache (key, reuse, resume, damaged files) and the quick run end to end."""
+"""The demo: argument checks, the package's names and the quick run end to end (real MNIST).
+
+The model cache is tested in test_cache.py, the report from a stored results.json in
+test_demo_report.py.
+"""
 import json
 import math
 import os
@@ -7,108 +11,19 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
-from conftest import tiny_images
 from scratchadv import demo
-from scratchadv.checkpoint import load_model
 
 
-def tiny_data(n=64, seed=0):
-    x = tiny_images(n, seed=seed)
-    y = (np.arange(n) % 10).astype(np.int64)
-    return x, y
+# --- the package's names ---------------------------------------------------------
 
-
-# --- cache key ----------------------------------------------------------------
-
-def test_cache_key_depends_on_every_setting_and_the_library_version(monkeypatch):
-    base = {"architecture": "lecture-cnn-v1", "epochs": 10, "seed": 0, "defense": "none"}
-    k = demo.cache_key(base)
-    assert re.fullmatch(r"[0-9a-f]{16}", k)
-    assert demo.cache_key(dict(reversed(list(base.items())))) == k      # key order is irrelevant
-    for field, value in (("epochs", 9), ("seed", 1), ("defense", "pgd"), ("architecture", "mlp-v1")):
-        assert demo.cache_key({**base, field: value}) != k, field
-    monkeypatch.setattr(demo, "__version__", "999.0")
-    assert demo.cache_key(base) != k
-
-
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("SCRATCHADV_CACHE", str(tmp_path))
-    assert demo.default_cache_dir() == os.path.join(str(tmp_path), "models")
-    monkeypatch.delenv("SCRATCHADV_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert demo.default_cache_dir() == os.path.join(str(tmp_path / "xdg"), "scratchadv", "models")
-
-
-# --- cached_fit -----------------------------------------------------------------
-
-def fit_tiny(cache, capsys=None, **kw):
-    x, y = tiny_data()
-    opts = dict(x_val=x[:16], y_val=y[:16], epochs=2, batch_size=16, seed=3, cache=str(cache),
-                verbose=False)
-    opts.update(kw)
-    return demo.cached_fit("tiny", "softmax-v1", x, y, **opts)
-
-
-def test_cached_fit_trains_once_then_reuses_the_file(tmp_path, capsys):
-    p1, h1, info1 = fit_tiny(tmp_path)
-    assert not info1["reused"] and os.path.isfile(info1["path"])
-    assert os.listdir(tmp_path) == [os.path.basename(info1["path"])]     # state file removed
-    saved, meta = load_model(info1["path"])
-    assert meta["config"]["cache_key"] == info1["key"] and meta["config"]["epochs"] == 2
-    capsys.readouterr()
-    p2, h2, info2 = fit_tiny(tmp_path)
-    assert info2["reused"] and info2["path"] == info1["path"]
-    assert info1["trained_seconds"] == pytest.approx(sum(h1["seconds"])) and info1["trained_seconds"] > 0
-    assert info2["trained_seconds"] == pytest.approx(info1["trained_seconds"]) and info2["train_seconds"] == 0.0
-    assert "reusing cached model" in capsys.readouterr().out
-    for k in p1:
-        np.testing.assert_array_equal(p1[k], p2[k])
-    assert h2["val_accuracy"] == pytest.approx(h1["val_accuracy"])
-    # another setting is another model
-    _, _, info3 = fit_tiny(tmp_path, epochs=3)
-    assert not info3["reused"] and info3["key"] != info1["key"]
-
-
-def test_cached_fit_resumes_an_interrupted_training_bit_for_bit(tmp_path, monkeypatch, capsys):
-    import scratchadv.train as train
-    from scratchadv.train import TrainingInterrupted
-    reference, _, _ = fit_tiny(tmp_path / "a")
-
-    real_fit = train.fit
-
-    def stop_after_first_epoch(epoch, history, params):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    def interrupted_fit(*args, **kw):
-        return real_fit(*args, **{**kw, "callbacks": [stop_after_first_epoch]})
-
-    monkeypatch.setattr(train, "fit", interrupted_fit)
-    with pytest.raises(TrainingInterrupted):
-        fit_tiny(tmp_path / "b")
-    monkeypatch.setattr(train, "fit", real_fit)
-    states = [f for f in os.listdir(tmp_path / "b") if f.endswith(".state.npz")]
-    assert len(states) == 1
-    capsys.readouterr()
-    resumed, _, info = fit_tiny(tmp_path / "b", verbose=True)
-    assert "resuming from" in capsys.readouterr().out
-    assert not info["reused"]
-    for k in reference:
-        np.testing.assert_array_equal(reference[k], resumed[k])
-
-
-def test_cached_fit_trains_again_over_a_damaged_file(tmp_path, capsys):
-    _, _, info = fit_tiny(tmp_path)
-    with open(info["path"], "wb") as f:
-        f.write(b"not an npz")
-    capsys.readouterr()
-    p, _, info2 = fit_tiny(tmp_path)
-    assert "cannot reuse" in capsys.readouterr().out
-    assert not info2["reused"]
-    load_model(info2["path"])          # a valid file again
+def test_demo_reexports_the_cache_and_its_figures():
+    from scratchadv import cache, plots
+    assert demo.cached_fit is cache.cached_fit and demo.cache_key is cache.cache_key
+    assert demo.default_cache_dir is cache.default_cache_dir
+    assert demo.plot_learning_curves is plots.plot_learning_curves
+    assert set(demo.SECTION_FUNCTIONS) == set(demo.SECTIONS) == set(demo.TITLES)
 
 
 def test_run_demo_checks_its_arguments_before_any_work(tmp_path):
@@ -118,9 +33,17 @@ def test_run_demo_checks_its_arguments_before_any_work(tmp_path):
         demo.run_demo(tmp_path / "out", seed=-1, cache=tmp_path / "c")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match="--out"):
+    with pytest.raises(ValueError, match=r"^out\b"):       # the parameter, not a flag
         demo.run_demo(blocker, cache=tmp_path / "c")
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_cli_demo_names_its_flags_in_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "scratchadv", "demo", "--out", str(blocker),
+                        "--cache", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--out" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_demo_rejects_a_bad_seed_in_one_line():

@@ -6,7 +6,7 @@ from conftest import tiny_images
 from scratchadv.losses import loss
 from scratchadv.model import accuracy, get_architecture, init_params
 from scratchadv.optim import adam, sgd
-from scratchadv.train import TrainingDiverged, TrainingInterrupted, fit
+from scratchadv.train import TrainingDiverged, TrainingInterrupted, fit, plan_training, train_model
 
 
 def toy(n=96, seed=0):
@@ -82,10 +82,11 @@ def test_divergence_stops_and_keeps_last_good_state(tmp_path):
 
     def exploding(params, xb, yb):
         return loss(params, xb, yb) * np.nan
-    with pytest.raises(TrainingDiverged, match="diverged"):
+    with pytest.raises(TrainingDiverged, match="diverged") as e:
         fit(init_params(0), x, y, epochs=2, batch_size=16, loss_fn=exploding,
             checkpoint_path=state, resume=True, verbose=False)
     assert open(state, "rb").read() == good
+    assert "(lr)" in str(e.value) and "--" not in str(e.value)     # a parameter, not a flag
 
 
 def test_other_architectures_train():
@@ -108,6 +109,51 @@ def test_bad_arguments_are_named():
         fit(init_params(0, dtype=np.float64), x, y, verbose=False)
     with pytest.raises(ValueError, match="y"):
         fit(init_params(0), x, y[:5], verbose=False)
+
+
+# --- plan_training / train_model: a run's settings, checked once, recorded once -----------
+
+def test_plan_records_the_settings_in_one_config():
+    plan = plan_training("mlp-v1", epochs=3, batch_size=16, optimizer="sgd", lr=0.05, seed=2,
+                         defense="gradreg", defense_options={"lam": 0.25}, notes={"limit": 96})
+    assert plan.architecture.name == "mlp-v1" and plan.batch_transform is None
+    assert plan.loss_fn is not None and plan.optimizer.hyper["lr"] == 0.05
+    assert list(plan.config) == ["epochs", "batch_size", "optimizer", "opt_lr", "opt_momentum",
+                                 "seed", "limit", "defense", "lam"]
+    assert plan.config == {"epochs": 3, "batch_size": 16, "optimizer": "sgd", "opt_lr": 0.05,
+                           "opt_momentum": 0.9, "seed": 2, "limit": 96, "defense": "gradreg",
+                           "lam": 0.25}
+    pgd = plan_training(defense="pgd", defense_options={"eps": 0.2, "pgd_steps": None})
+    assert pgd.loss_fn is None and pgd.batch_transform is not None
+    assert pgd.config["eps"] == 0.2 and pgd.config["pgd_steps"] == 7      # None: the default
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"seed": -1}, "seed"),
+    ({"lr": -1.0}, "lr"), ({"optimizer": "adagrad"}, "optimizer"),
+    ({"architecture": "resnet"}, "architecture"),
+    ({"defense": "pgd", "defense_options": {"eps": -1}}, "eps"),
+    ({"defense": "none", "defense_options": {"lam": 1.0}}, "lam"),
+    ({"optimizer": adam(), "lr": 0.1}, "lr"),
+])
+def test_plan_names_the_bad_parameter(kw, name):
+    with pytest.raises(ValueError, match=name):
+        plan_training(**kw)
+
+
+def test_train_model_is_fit_with_the_plan():
+    x, y = toy(64)
+    plan = plan_training("softmax-v1", epochs=2, batch_size=16, optimizer="adam", seed=4,
+                         defense="gradreg", defense_options={"lam": 0.1})
+    p, h, cfg = train_model(plan, x, y, x_val=x[:16], y_val=y[:16], verbose=False,
+                            config={"name": "toy"})
+    arch = get_architecture("softmax-v1")
+    ref, ref_h = fit(arch.init_params(4), x, y, x_val=x[:16], y_val=y[:16], epochs=2,
+                     batch_size=16, optimizer=adam(), seed=4, loss_fn=plan.loss_fn,
+                     predict_fn=arch.predict, verbose=False)
+    assert same(p, ref) and h["val_loss"] == ref_h["val_loss"]
+    assert cfg["architecture"] == "softmax-v1" and cfg["n_train"] == 64 and cfg["name"] == "toy"
+    assert cfg["lam"] == 0.1 and len(cfg["data"]) == 16
 
 
 @pytest.mark.mnist

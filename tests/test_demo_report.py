@@ -1,0 +1,93 @@
+"""The demo's README from a stored results.json: no training, no attack, milliseconds.
+
+tests/data/demo-quick-results.json is the results.json of one
+`scratchadv demo --quick` run (seed 0).
+"""
+import copy
+import json
+import os
+import re
+import time
+
+import pytest
+
+from scratchadv.demo import SECTIONS, TITLES, format_readme
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "demo-quick-results.json")
+
+
+@pytest.fixture(scope="module")
+def results():
+    with open(FIXTURE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def table_row(readme, first_cell):
+    """The cells of the Markdown table row whose first cell is ``first_cell``."""
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no table row starting with {first_cell!r}")
+
+
+def section_text(readme, key):
+    """The Markdown of one section: from its heading to the next one."""
+    start = readme.index(f"## {TITLES[key]}")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:end if end >= 0 else None]
+
+
+def test_readme_is_a_fast_pure_function_of_the_results(results):
+    before = copy.deepcopy(results)
+    t0 = time.perf_counter()
+    readme = format_readme(results)
+    assert time.perf_counter() - t0 < 1.0
+    assert results == before                      # the results are not changed
+    assert format_readme(before) == readme        # and nothing but them counts
+    for key in SECTIONS:
+        assert f"## {TITLES[key]}" in readme
+    assert "Incomplete report" not in readme
+
+
+def test_every_figure_is_shown_once_with_its_number(results):
+    readme = format_readme(results)
+    listed = [f for k in SECTIONS for f in results["sections"][k]["figures"]]
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert shown == listed                         # same figures, same order, none extra
+    numbers = [int(n) for n in re.findall(r"^\*Figure (\d+)\.", readme, flags=re.M)]
+    assert numbers == list(range(1, len(listed) + 1))
+
+
+def test_numbers_land_in_their_tables(results):
+    readme = format_readme(results)
+    s = results["sections"]
+    val = table_row(section_text(readme, "train"), "validation accuracy")
+    assert val[1] == f"{100 * s['train']['val_accuracy']:.1f}%" == "91.3%"
+    softmax = next(t for t in s["shallow_vs_deep"]["table"] if t["architecture"] == "softmax-v1")
+    row = table_row(section_text(readme, "shallow_vs_deep"), "softmax regression")
+    assert row[3] == f"{softmax['median_linf']:.3f}" == "0.062"
+    assert row[2] == str(softmax["n_correct"])
+    at03 = next(r for r in s["untargeted"]["rows"] if r["eps"] == 0.3)
+    row = table_row(section_text(readme, "untargeted"), "0.3")
+    assert row[1:5] == [f"{100 * at03[k]:.1f}%" for k in ("fgsm", "pgd", "worst_case", "noise")]
+    assert row[5] == "11.3%"                      # Ross & Doshi-Velez's natural model beside it
+    fake = table_row(section_text(readme, "fake"), "P(target)")
+    assert fake[1:] == [f"{p:.3f}" for p in s["fake"]["target_probability"]]
+    comp = table_row(section_text(readme, "gradient_regularization"), "pgd-trained")
+    assert comp[1] == f"{100 * s['adversarial_training']['clean_accuracy']:.1f}%"
+
+
+def test_settings_table_lists_the_preset(results):
+    readme = format_readme(results)
+    for k, v in results["settings"].items():
+        assert f"| `{k}` | {v} |" in readme
+
+
+def test_a_partial_run_says_what_is_missing(results):
+    partial = {**results, "sections": {k: results["sections"][k] for k in ("train", "fake")}}
+    readme = format_readme(partial)
+    assert "**Incomplete report**" in readme and TITLES["targeted"] in readme
+    assert f"## {TITLES['targeted']}" not in readme
+    assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme) == [
+        f for k in ("train", "fake") for f in results["sections"][k]["figures"]]
