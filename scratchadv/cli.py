@@ -81,7 +81,6 @@ def _add_train(p):
 
 @_add_train.run
 def _run_train(args):
-    import signal
     import time
 
     from .checkpoint import save_model
@@ -113,22 +112,17 @@ def _run_train(args):
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
 
-    def on_term(signum, frame):          # `kill` saves the state like Ctrl-C does
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, on_term)
     t0 = time.perf_counter()
-    try:
+    try:            # SIGTERM arrives as KeyboardInterrupt (main): fit saves its state
         params, history, _ = train_model(plan, x_train, y_train, x_val=x_test, y_val=y_test,
                                          checkpoint_path=state_path, resume=args.resume,
                                          verbose=not args.quiet)
     except TrainingInterrupted as e:
-        print(f"scratchadv train: {e}", file=sys.stderr)
+        print(f"scratchadv train: {e} (resume with --resume)", file=sys.stderr)
         return 130
     except TrainingDiverged as e:
         print(f"scratchadv train: error: {e}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, old)
     seconds = time.perf_counter() - t0
     arch = plan.architecture
     _, train_acc = evaluate_split(params, x_train, y_train, arch.predict)
@@ -731,8 +725,6 @@ def _add_demo(p):
 
 @_add_demo.run
 def _run_demo(args):
-    import signal
-
     from .cache import default_cache_dir
     from .demo import run_demo
     from .fileio import check_writable
@@ -745,17 +737,12 @@ def _run_demo(args):
         + (["--seed", str(args.seed)] if args.seed else []) \
         + (["--cache", args.cache] if args.cache else []) + (["--data", args.data] if args.data else [])
 
-    def on_term(signum, frame):          # `kill` saves the training state like Ctrl-C does
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, on_term)
-    try:
+    try:            # SIGTERM arrives as KeyboardInterrupt (main): training saves its state
         run_demo(args.out, quick=args.quick, seed=args.seed, cache=args.cache, data=args.data,
                  verbose=not args.quiet, command=" ".join(argv))
     except TrainingInterrupted as e:
         print(f"scratchadv demo: {e}; run the same command again to resume", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, old)
     return 0
 
 # ---------------------------------------------------------------------------

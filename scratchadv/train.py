@@ -229,7 +229,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
         p, s_, ep, b, sm = st
         done = {k: list(v[:ep]) for k, v in history.items()}   # only completed epochs
         save_state(ep, b, p, s_, sm, done)
-        where = f"; state saved to {checkpoint_path} (resume with resume=True)" if checkpoint_path else ""
+        where = f"; state saved to {checkpoint_path}" if checkpoint_path else ""
         raise TrainingInterrupted(f"training interrupted at epoch {ep + 1}, batch {b}/{nb}{where}",
                                   checkpoint_path) from None
     return st[0], history
