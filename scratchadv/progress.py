@@ -46,7 +46,6 @@ class Progress:
         self.postfix = ""
         self.start = time.perf_counter()
         self._last = 0.0
-        self._drawn = False
         self._isatty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def __iter__(self):
@@ -96,11 +95,10 @@ class Progress:
             return
         if self._isatty:
             self.stream.write("\r" + self._line(now) + "\x1b[K")
-            self._drawn = True
             self.stream.flush()
 
     def close(self):
-        if not self.enable or self.n is None:
+        if not self.enable:
             return
         line = self._line(time.perf_counter())
         if self._isatty:
