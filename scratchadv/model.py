@@ -46,9 +46,6 @@ class Conv:
     out: int
     size: int
 
-    def __str__(self):
-        return f"conv {self.out}@{self.size}x{self.size}"
-
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
@@ -56,16 +53,10 @@ class Dense:
     name: str
     out: int
 
-    def __str__(self):
-        return f"dense {self.out}"
-
 
 @dataclasses.dataclass(frozen=True)
 class Relu:
     """max(x, 0), derivative 0 at 0 (PyTorch's convention)."""
-
-    def __str__(self):
-        return "relu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,16 +64,10 @@ class MaxPool:
     """Max pooling over ``size`` x ``size`` windows with stride ``size`` (only 2 is implemented)."""
     size: int = 2
 
-    def __str__(self):
-        return f"maxpool {self.size}x{self.size}"
-
 
 @dataclasses.dataclass(frozen=True)
 class Flatten:
     """(C, H, W) -> (C*H*W,) in C order, PyTorch's ``flatten(1)``."""
-
-    def __str__(self):
-        return "flatten"
 
 
 # ---------------------------------------------------------------------------
@@ -139,13 +124,14 @@ def _dense_forward(layer, params, h):
     return dense(h, params[layer.name + ".weight"], params[layer.name + ".bias"])
 
 
-#: layer type -> (shape rule, forward step (layer, params, h) -> h)
+#: layer type -> (shape rule, forward step (layer, params, h) -> h, label for summaries)
 _RULES = {
-    Conv: (_conv_rule, _conv_forward),
-    Dense: (_dense_rule, _dense_forward),
-    Relu: (lambda layer, shape: (shape, {}), lambda layer, params, h: relu(h)),
-    MaxPool: (_pool_rule, lambda layer, params, h: maxpool2d(h)),
-    Flatten: (lambda layer, shape: ((math.prod(shape),), {}), lambda layer, params, h: flatten(h)),
+    Conv: (_conv_rule, _conv_forward, "conv {out}@{size}x{size}"),
+    Dense: (_dense_rule, _dense_forward, "dense {out}"),
+    Relu: (lambda layer, shape: (shape, {}), lambda layer, params, h: relu(h), "relu"),
+    MaxPool: (_pool_rule, lambda layer, params, h: maxpool2d(h), "maxpool {size}x{size}"),
+    Flatten: (lambda layer, shape: ((math.prod(shape),), {}), lambda layer, params, h: flatten(h),
+              "flatten"),
 }
 
 
@@ -171,6 +157,10 @@ def layer_shapes(layers, input_shape=INPUT_SHAPE):
         raise ValueError(f"layers: expected distinct layer names, got {names}")
     out, shape = [], tuple(input_shape)
     for layer in layers:
+        for field in ("out", "size"):
+            v = getattr(layer, field, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"layers: {layer!r}: expected {field} to be a positive integer")
         new, _ = _rule(layer)[0](layer, shape)
         out.append((layer, shape, new))
         shape = new
@@ -263,7 +253,8 @@ class Architecture:
 
     def summary(self):
         """One line per layer: name, kind, output shape (with the batch axis N)."""
-        rows = [(getattr(layer, "name", ""), str(layer), "(N, " + ", ".join(map(str, out)) + ")")
+        rows = [(getattr(layer, "name", ""), _rule(layer)[2].format(**vars(layer)),
+                 "(N, " + ", ".join(map(str, out)) + ")")
                 for layer, _, out in self.layer_shapes()]
         w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
         return "\n".join(f"{a:<{w0}}  {b:<{w1}}  -> {c}" for a, b, c in rows)

@@ -22,7 +22,7 @@ def _enabled_by_default():
 
 
 def _fmt_time(s):
-    s = int(round(s))
+    s = round(s)
     m, s = divmod(s, 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

@@ -1,5 +1,4 @@
 """Model files: round trip, no pickle, and rejection of every kind of bad file."""
-import io
 import json
 import os
 

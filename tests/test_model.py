@@ -137,6 +137,8 @@ def test_activation_shapes_of_the_lecture_cnn():
     ([Flatten(), Dense("dense.1", 10)], "identifiers"),
     ([Flatten(), Dense("d", 7)], "10 logits"),
     ([], "10 logits"),
+    ([Conv("c", 0, 5), Flatten(), Dense("d", 10)], "positive integer"),
+    ([Flatten(), Dense("d", 10.0)], "positive integer"),
 ])
 def test_a_layer_list_that_does_not_fit_is_refused_when_declared(layers, match):
     with pytest.raises(ValueError, match=match):
