@@ -48,17 +48,27 @@ def keras_pool(x):
 
 
 def keras_forward(weights, arch, x_nchw):
-    """Logits of the Keras model holding ``weights`` (Keras names) for NCHW images."""
+    """Logits of the Keras model holding ``weights`` (Keras names) for NCHW images: a
+    channels-last walk over the architecture's layers, naming them as Keras does."""
     relu = lambda z: np.maximum(z, 0)  # noqa: E731
     h = x_nchw.transpose(0, 2, 3, 1)                                  # NHWC, as Keras sees it
-    if arch == "lecture-cnn-v1":
-        h = keras_pool(relu(keras_conv(h, weights["conv2d/kernel"], weights["conv2d/bias"])))
-        h = keras_pool(relu(keras_conv(h, weights["conv2d_1/kernel"], weights["conv2d_1/bias"])))
-    h = h.reshape(len(h), -1)                                         # Flatten(): (H, W, C) order
-    h = h @ weights["dense/kernel"] + weights["dense/bias"]
-    if arch == "softmax-v1":
-        return h
-    return relu(h) @ weights["dense_1/kernel"] + weights["dense_1/bias"]
+    seen = {"Conv": 0, "Dense": 0}
+    for layer in get_architecture(arch).layers:
+        kind = type(layer).__name__
+        if kind in seen:
+            base = "conv2d" if kind == "Conv" else "dense"
+            name = base if seen[kind] == 0 else f"{base}_{seen[kind]}"
+            seen[kind] += 1
+            k, b = weights[name + "/kernel"], weights[name + "/bias"]
+            h = keras_conv(h, k, b) if kind == "Conv" else h @ k + b
+        elif kind == "Relu":
+            h = relu(h)
+        elif kind == "MaxPool":
+            h = keras_pool(h)
+        else:
+            assert kind == "Flatten"
+            h = h.reshape(len(h), -1)                                 # Flatten(): (H, W, C) order
+    return h
 
 
 @pytest.mark.parametrize("arch", ARCHS)
