@@ -21,15 +21,15 @@ import datetime
 import io
 import json
 import os
-import zipfile
 
 import numpy as onp
 
 from . import __version__
 from .fileio import atomic_write
 from .model import ARCHITECTURES, get_architecture
+from .validate import check_params
 
-__all__ = ["CheckpointError", "save_model", "load_model", "read_npz", "write_npz",
+__all__ = ["CheckpointError", "save_model", "load_model", "read_npz", "write_npz", "read_arrays",
            "save_training_state", "load_training_state", "describe"]
 
 MODEL_FORMAT = "scratchadv-model"
@@ -49,37 +49,57 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_npz(path, arrays, meta):
-    """Atomically write ``arrays`` (name -> ndarray) and ``meta`` (JSON-able dict) to ``path``."""
+def write_npz(path, arrays, meta=None):
+    """Atomically write ``arrays`` (name -> numeric ndarray, stored in the given order) as an
+    uncompressed ``.npz``, plus ``meta`` (a JSON-able dict) as the ``__meta__`` entry unless
+    it is None. The one writer of the library's ``.npz`` files (model files, training
+    states, exported weights); refuses object arrays with ``TypeError``.
+    """
     for k, v in arrays.items():
         if not isinstance(v, onp.ndarray) or v.dtype == object:
             raise TypeError(f"arrays[{k!r}]: expected a numeric numpy array, got {type(v).__name__}")
-    blob = json.dumps(meta, default=_json_default, allow_nan=True).encode("utf-8")
     payload = dict(arrays)
-    payload[META_KEY] = onp.frombuffer(blob, dtype=onp.uint8)
+    if meta is not None:
+        blob = json.dumps(meta, default=_json_default, allow_nan=True).encode("utf-8")
+        payload[META_KEY] = onp.frombuffer(blob, dtype=onp.uint8)
     buf = io.BytesIO()
     onp.savez(buf, **payload)
     with atomic_write(path) as f:
         f.write(buf.getvalue())
 
 
-def read_npz(path):
-    """(arrays, meta) from an ``.npz`` written by :func:`write_npz`, never unpickling."""
+def read_arrays(path):
+    """{name: array} of an ``.npz``, read with ``allow_pickle=False``, in the file's order.
+
+    The one reader of ``.npz`` files: anything but an intact archive of numeric arrays
+    (no file, a single ``.npy``, object arrays, truncation, corruption) raises
+    :class:`CheckpointError` naming the file.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     try:
-        with onp.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = onp.load(path, allow_pickle=False)
+        if not isinstance(z, onp.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: a single .npy array, expected an .npz of named arrays")
+        with z:
+            return {k: z[k] for k in z.files}
+    except CheckpointError:
+        raise
     except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise CheckpointError(f"{path}: holds object (pickled) arrays; model files must hold "
-                                  "numeric arrays only and are never unpickled") from None
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise CheckpointError(f"{path}: holds object (pickled) arrays; only numeric arrays "
+                                  "are accepted and nothing is ever unpickled") from None
         raise CheckpointError(f"{path}: not a valid .npz file ({e})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, zipfile.LargeZipFile) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt .npz file ({type(e).__name__}: {e})") from None
-    except Exception as e:  # zlib.error, struct.error etc. from a damaged archive
-        raise CheckpointError(f"{path}: truncated or corrupt .npz file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # BadZipFile, EOFError, OSError, zlib/struct errors of a damaged archive
+        raise CheckpointError(f"{path}: truncated or corrupt .npz file ({type(e).__name__}: {e})") \
+            from None
+
+
+def read_npz(path):
+    """(arrays, meta) from an ``.npz`` written by :func:`write_npz` with metadata."""
+    path = os.fspath(path)
+    arrays = read_arrays(path)
     if META_KEY not in arrays:
         raise CheckpointError(f"{path}: no {META_KEY} entry; not a scratchadv file "
                               "(to bring in PyTorch or Keras weights use `scratchadv import`)")
@@ -95,27 +115,13 @@ def read_npz(path):
     return arrays, meta
 
 
-def _check_param_arrays(path, params, architecture, where=""):
-    arch = get_architecture(architecture)
-    shapes = arch.param_shapes()
-    missing = sorted(set(shapes) - set(params))
-    extra = sorted(set(params) - set(shapes))
-    if missing or extra:
-        raise CheckpointError(f"{path}: parameters do not match architecture {architecture!r}"
-                              f"{where}: missing {missing}, unexpected {extra}")
-    dtypes = set()
-    for k, shape in shapes.items():
-        v = params[k]
-        if v.dtype not in (onp.float32, onp.float64):
-            raise CheckpointError(f"{path}: {k} has dtype {v.dtype}, expected float32 or float64")
-        if v.shape != tuple(shape):
-            raise CheckpointError(f"{path}: {k} has shape {v.shape}, expected {tuple(shape)} "
-                                  f"for architecture {architecture!r}")
-        if not onp.all(onp.isfinite(v)):
-            raise CheckpointError(f"{path}: {k} holds NaN or Inf values")
-        dtypes.add(v.dtype)
-    if len(dtypes) > 1:
-        raise CheckpointError(f"{path}: mixed parameter dtypes {sorted(map(str, dtypes))}")
+def _check_param_arrays(path, params, architecture):
+    """:func:`scratchadv.validate.check_params` (finite values too), as a CheckpointError."""
+    try:
+        check_params(params, get_architecture(architecture).param_shapes(), "parameters",
+                     finite=True, of=f"architecture {architecture!r}")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def save_model(path, params, architecture="lecture-cnn-v1", config=None, history=None, extra=None):
@@ -193,26 +199,29 @@ def load_training_state(path):
 
 
 def describe(path):
-    """A human-readable summary of a model or training-state file (for ``scratchadv info``)."""
+    """A human-readable summary of a model or training-state file (for ``scratchadv info``).
+
+    "label: value" lines whose values start in one column, and a table of the arrays
+    (name, shape, dtype) whose columns line up, whatever the lengths of names and labels.
+    """
     arrays, meta = read_npz(path)
-    lines = [f"file:          {os.fspath(path)}", f"format:        {meta.get('format')}"]
-    for key in ("architecture", "dtype", "library_version", "created"):
-        if key in meta:
-            lines.append(f"{key + ':':<17}{meta[key]}")
-    n = 0
-    lines.append("arrays:")
-    for k, v in arrays.items():
-        n += v.size
-        lines.append(f"  {k:<28} {str(v.shape):<18} {v.dtype}")
-    lines.append(f"parameters:    {n:,}")
+    head = [("file", os.fspath(path)), ("format", meta.get("format"))]
+    head += [(key, meta[key]) for key in ("architecture", "dtype", "library_version", "created")
+             if key in meta]
+    tail = [("parameters", f"{sum(v.size for v in arrays.values()):,}")]
     cfg = meta.get("config") or {}
     if cfg:
-        lines.append("config:        " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+        tail.append(("config", ", ".join(f"{k}={v}" for k, v in cfg.items())))
     hist = meta.get("history") or {}
-    for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if hist.get(k):
-            lines.append(f"final {k + ':':<9}{hist[k][-1]:.4f}")
-    for k in ("train_acc", "test_acc", "epoch", "batch"):
-        if k in meta:
-            lines.append(f"{k + ':':<17}{meta[k]}")
-    return "\n".join(lines)
+    tail += [(f"final {k}", f"{hist[k][-1]:.4f}")
+             for k in ("loss", "accuracy", "val_loss", "val_accuracy") if hist.get(k)]
+    tail += [(k, meta[k]) for k in ("train_acc", "test_acc", "epoch", "batch") if k in meta]
+    width = max(len(label) for label, _ in head + tail) + 2       # "label:" and one space
+
+    def field(label, value):
+        return f"{label + ':':<{width}}{value}"
+    rows = [(k, str(v.shape), str(v.dtype)) for k, v in arrays.items()]
+    w0, w1 = (max((len(r[i]) for r in rows), default=0) for i in (0, 1))
+    return "\n".join([field(*f) for f in head] + ["arrays:"]
+                     + [f"  {k:<{w0}}  {shape:<{w1}}  {dtype}" for k, shape, dtype in rows]
+                     + [field(*f) for f in tail])

@@ -125,7 +125,8 @@ def _parse_idx(data, path="<bytes>"):
 
 
 def _locate(folder):
-    """{role: path} if ``folder`` holds all four files, else None (missing roles listed)."""
+    """(found, missing): ``found`` is {role: path} of the files present in ``folder``,
+    ``missing`` the list of the file names not found there (empty when all four are)."""
     found, missing = {}, []
     for role, (name, _, _) in MNIST_FILES.items():
         hit = next((p for p in _candidates(folder, name) if os.path.isfile(p)), None)
@@ -137,10 +138,12 @@ def _locate(folder):
 
 
 def find_mnist(path=None):
-    """The folder that will be used and its files: (folder, {role: path}) or raise ``DataError``.
+    """(folder, files): the folder that will be used and its {role: path}, or None for files.
 
     Looks in ``path``, then ``$SCRATCHADV_DATA``, then the cache. A folder given explicitly
-    (argument or environment) must hold all four files; it is never downloaded into.
+    (argument or environment) must hold all four files, else ``DataError`` is raised; it is
+    never downloaded into. The cache folder is returned even when it lacks files: then
+    ``files`` is None and the caller downloads into that folder.
     """
     explicit = []
     if path is not None:

@@ -18,7 +18,8 @@ dense2.weight       dense_1/kernel              (O, I) -> (I, O)
 dense2.bias         dense_1/bias
 ==================  ==========================  ===========================
 
-Names follow Keras's automatic layer naming (the first ``Conv2D`` of a model is
+The table is derived from each architecture's layer list (:mod:`scratchadv.model`):
+names follow Keras's automatic layer naming (the first ``Conv2D`` of a model is
 ``conv2d``, the next ``conv2d_1``; ``Dense`` layers ``dense``, ``dense_1``) and its
 weight paths ``<layer>/kernel``, ``<layer>/bias``. The arrays are stored in the
 order of ``model.get_weights()``, so a Keras user can do::
@@ -30,8 +31,9 @@ order of ``model.get_weights()``, so a Keras user can do::
 PyTorch flatten (C, H, W). For the lecture CNN the 320 inputs of ``dense1`` are
 (20, 4, 4) in our order and (4, 4, 20) in Keras's, so the columns of
 ``dense1.weight`` are permuted: Keras row ``(h * 4 + w) * 20 + c`` is our column
-``c * 16 + h * 4 + w``. For the models that flatten the 1-channel image directly
-(``softmax-v1``, ``mlp-v1``) both orders coincide.
+``c * 16 + h * 4 + w``. In general the first ``Dense`` after a ``Flatten`` of a
+(C, H, W) activation is permuted this way. For the models that flatten the 1-channel
+image directly (``softmax-v1``, ``mlp-v1``) both orders coincide.
 
 Exported files hold only the weight arrays (no metadata entry), so PyTorch or Keras
 code reads them with a bare ``numpy.load``. Imported files are checked: names,
@@ -39,15 +41,13 @@ shapes, dtypes (float32/float64), finiteness; the architecture is recognised fro
 the names and shapes. Our own model files are written by
 :func:`scratchadv.checkpoint.save_model`.
 """
-import io
 import os
-import zipfile
 
 import numpy as onp
 
-from .checkpoint import CheckpointError
-from .fileio import atomic_write
-from .model import ARCHITECTURES, get_architecture
+from .checkpoint import CheckpointError, read_arrays, write_npz
+from .model import ARCHITECTURES, Conv, Dense, Flatten, get_architecture
+from .validate import check_params
 
 __all__ = ["FORMATS", "keras_names", "to_torch_layout", "from_torch_layout",
            "to_keras_layout", "from_keras_layout", "save_arrays", "load_arrays",
@@ -55,20 +55,23 @@ __all__ = ["FORMATS", "keras_names", "to_torch_layout", "from_torch_layout",
 
 FORMATS = ("torch", "keras")
 
-#: architecture -> [(our layer, Keras layer name, kind, flatten input (C, H, W) or None)]
-_KERAS_LAYERS = {
-    "lecture-cnn-v1": [("conv1", "conv2d", "conv", None), ("conv2", "conv2d_1", "conv", None),
-                       ("dense1", "dense", "dense", (20, 4, 4)), ("dense2", "dense_1", "dense", None)],
-    "softmax-v1": [("dense1", "dense", "dense", (1, 28, 28))],
-    "mlp-v1": [("dense1", "dense", "dense", (1, 28, 28)), ("dense2", "dense_1", "dense", None)],
-}
-
 
 def _layers(architecture):
-    get_architecture(architecture)
-    if architecture not in _KERAS_LAYERS:
-        raise ValueError(f"architecture: no Keras layout defined for {architecture!r}")
-    return _KERAS_LAYERS[architecture]
+    """[(our layer name, Keras layer name, layer type, flatten input (C, H, W) or None)]
+    for the layers with weights, derived by a walk over ``architecture``'s layer list."""
+    counts, flattened, out = {"conv2d": 0, "dense": 0}, None, []
+    for layer, in_shape, _ in get_architecture(architecture).layer_shapes():
+        if isinstance(layer, Flatten) and len(in_shape) == 3:
+            flattened = in_shape                      # the next Dense sees (C, H, W) flattened
+        elif isinstance(layer, (Conv, Dense)):
+            base = "conv2d" if isinstance(layer, Conv) else "dense"
+            i = counts[base]
+            counts[base] += 1
+            chw = flattened if isinstance(layer, Dense) else None
+            out.append((layer.name, base if i == 0 else f"{base}_{i}", type(layer), chw))
+            if isinstance(layer, Dense):
+                flattened = None
+    return out
 
 
 def keras_names(architecture="lecture-cnn-v1"):
@@ -93,19 +96,19 @@ def _hwc_rows_to_chw(k, chw):
     return onp.ascontiguousarray(k.T.reshape(o, h, wd, c).transpose(0, 3, 1, 2).reshape(o, -1))
 
 
-def identify_architecture(names_shapes, fmt="torch"):
+def identify_architecture(names_shapes, fmt="torch", name="weights"):
     """The architecture whose ``fmt`` layout has exactly these names and shapes.
 
-    names_shapes: {name: shape}. Raises ``ValueError`` listing what was expected.
+    names_shapes: {name: shape}; ``name``: the argument named in the error. The one
+    matcher of arrays to architectures (``torch_model.infer_architecture`` is this in the
+    torch layout). Raises ``ValueError`` listing what was expected.
     """
     got = {k: tuple(v) for k, v in names_shapes.items()}
-    for name in ARCHITECTURES:
-        if name not in _KERAS_LAYERS:
-            continue
-        if _expected_shapes(name, fmt) == got:
-            return name
-    lines = [f"  {a}: {_expected_shapes(a, fmt)}" for a in ARCHITECTURES if a in _KERAS_LAYERS]
-    raise ValueError(f"weights: names and shapes {got} match no architecture in the {fmt} "
+    for arch in ARCHITECTURES:
+        if _expected_shapes(arch, fmt) == got:
+            return arch
+    lines = [f"  {a}: {_expected_shapes(a, fmt)}" for a in ARCHITECTURES]
+    raise ValueError(f"{name}: names and shapes {got} match no architecture in the {fmt} "
                      "layout; expected one of\n" + "\n".join(lines))
 
 
@@ -116,31 +119,14 @@ def _expected_shapes(architecture, fmt):
     out = {}
     for ours, klayer, kind, _ in _layers(architecture):
         w = shapes[ours + ".weight"]
-        out[f"{klayer}/kernel"] = (w[2], w[3], w[1], w[0]) if kind == "conv" else (w[1], w[0])
+        out[f"{klayer}/kernel"] = (w[2], w[3], w[1], w[0]) if kind is Conv else (w[1], w[0])
         out[f"{klayer}/bias"] = shapes[ours + ".bias"]
     return out
 
 
 def _check_arrays(arrays, architecture, fmt, where="weights"):
-    expected = _expected_shapes(architecture, fmt)
-    missing = [k for k in expected if k not in arrays]
-    extra = [k for k in arrays if k not in expected]
-    if missing or extra:
-        raise ValueError(f"{where}: expected the {fmt} names {list(expected)} of "
-                         f"{architecture!r}, missing {missing}, unexpected {extra}")
-    dtypes = set()
-    for k, shape in expected.items():
-        v = arrays[k]
-        if not isinstance(v, onp.ndarray) or v.dtype not in (onp.float32, onp.float64):
-            raise TypeError(f"{where}[{k!r}]: expected a float32 or float64 array, got "
-                            f"{getattr(v, 'dtype', type(v).__name__)}")
-        if v.shape != shape:
-            raise ValueError(f"{where}[{k!r}]: expected shape {shape} ({fmt} layout), got {v.shape}")
-        if not onp.all(onp.isfinite(v)):
-            raise ValueError(f"{where}[{k!r}]: holds NaN or Inf values")
-        dtypes.add(v.dtype)
-    if len(dtypes) > 1:
-        raise TypeError(f"{where}: expected one dtype for all arrays, got {sorted(map(str, dtypes))}")
+    check_params(arrays, _expected_shapes(architecture, fmt), where, finite=True,
+                 of=f"the {fmt} layout of {architecture!r}")
 
 
 def to_torch_layout(params, architecture="lecture-cnn-v1"):
@@ -164,7 +150,7 @@ def to_keras_layout(params, architecture="lecture-cnn-v1"):
     out = {}
     for ours, klayer, kind, chw in _layers(architecture):
         w = onp.asarray(params[ours + ".weight"])
-        if kind == "conv":
+        if kind is Conv:
             k = onp.ascontiguousarray(w.transpose(2, 3, 1, 0))          # (kh, kw, in, out)
         elif chw is not None:
             k = _chw_to_hwc_rows(w, chw)                                 # flatten order
@@ -183,7 +169,7 @@ def from_keras_layout(arrays, architecture=None):
     params = {}
     for ours, klayer, kind, chw in _layers(architecture):
         k = arrays[f"{klayer}/kernel"]
-        if kind == "conv":
+        if kind is Conv:
             w = onp.ascontiguousarray(k.transpose(3, 2, 0, 1))          # (out, in, kh, kw)
         elif chw is not None:
             w = _hwc_rows_to_chw(k, chw)
@@ -195,40 +181,15 @@ def from_keras_layout(arrays, architecture=None):
 
 
 def save_arrays(path, arrays):
-    """Atomically write {name: array} as an uncompressed ``.npz`` (keys in the given order)."""
-    for k, v in arrays.items():
-        if not isinstance(v, onp.ndarray) or v.dtype == object:
-            raise TypeError(f"arrays[{k!r}]: expected a numeric numpy array, got {type(v).__name__}")
-    buf = io.BytesIO()
-    onp.savez(buf, **arrays)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    """Atomically write {name: array} as an uncompressed ``.npz`` (keys in the given order),
+    the arrays only: :func:`scratchadv.checkpoint.write_npz` without metadata."""
+    write_npz(path, arrays)
 
 
 def load_arrays(path):
-    """{name: array} from an ``.npz``, with ``allow_pickle=False``; raises CheckpointError."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        z = onp.load(path, allow_pickle=False)
-        if not isinstance(z, onp.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path}: a single .npy array, expected an .npz of named arrays")
-        with z:
-            return {k: z[k] for k in z.files}
-    except CheckpointError:
-        raise
-    except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise CheckpointError(f"{path}: holds object (pickled) arrays; only numeric arrays "
-                                  "are accepted and nothing is ever unpickled") from None
-        raise CheckpointError(f"{path}: not a valid .npz file ({e})") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt .npz file ({type(e).__name__}: {e})") \
-            from None
-    except Exception as e:  # zlib/struct errors from a damaged archive
-        raise CheckpointError(f"{path}: truncated or corrupt .npz file ({type(e).__name__}: {e})") \
-            from None
+    """{name: array} from an ``.npz``, with ``allow_pickle=False``; raises CheckpointError
+    (:func:`scratchadv.checkpoint.read_arrays`)."""
+    return read_arrays(path)
 
 
 def _check_format(fmt):

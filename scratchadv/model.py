@@ -1,56 +1,199 @@
-"""The lecture's CNN as a pure function of a parameter dict.
+"""The library's models, each declared once as a list of layers.
 
-Architecture (the lecture's Keras model; 28x28x1 input, 'valid' convolutions):
+An architecture is plain data: a name, an input shape and a list of layers. From the
+list alone come its parameter specs (names, shapes, Glorot fans), its activation
+shapes, its pure ``predict(params, x)`` and, elsewhere, its Keras layout
+(:mod:`scratchadv.interchange`) and its PyTorch twin (:mod:`scratchadv.frameworks.torch`)
+-- the idea of JAX's ``stax`` (one declaration gives init, shapes and forward pass),
+written as a walk over the layers instead of pairs of closures. The lecture CNN
+(the lecture's Keras model; 28x28x1 input, 'valid' convolutions)::
 
-    conv1  Conv 10@5x5 + ReLU   (N, 1, 28, 28) -> (N, 10, 24, 24)
-    pool   MaxPool 2x2          -> (N, 10, 12, 12)
-    conv2  Conv 20@5x5 + ReLU   -> (N, 20, 8, 8)
-    pool   MaxPool 2x2          -> (N, 20, 4, 4)
-    flatten                     -> (N, 320)   (C, H, W order, as PyTorch)
-    dense1 Dense 100 + ReLU     -> (N, 100)
-    dense2 Dense 10             -> (N, 10) logits (softmax lives in the loss)
+    [Conv("conv1", 10, 5), Relu(), MaxPool(2),      (N, 1, 28, 28) -> (N, 10, 12, 12)
+     Conv("conv2", 20, 5), Relu(), MaxPool(2),      -> (N, 20, 4, 4)
+     Flatten(),                                     -> (N, 320)   (C, H, W order, as PyTorch)
+     Dense("dense1", 100), Relu(),                  -> (N, 100)
+     Dense("dense2", 10)]                           -> (N, 10) logits (softmax lives in the loss)
 
-Parameters are a flat dict named and laid out like a PyTorch ``state_dict``:
-``conv1.weight`` (10, 1, 5, 5), ``conv1.bias`` (10,), ..., ``dense2.weight`` (10, 100).
+Parameters are a flat dict named and laid out like a PyTorch ``state_dict``: a layer
+called ``conv1`` owns ``conv1.weight`` (out, in, kh, kw) and ``conv1.bias`` (out,), a
+``Dense`` called ``dense1`` owns ``dense1.weight`` (out, in) and ``dense1.bias``.
+
+A new architecture is one more entry of :data:`ARCHITECTURES`; nothing else in the
+library needs to know about it.
 """
+import dataclasses
+import functools
+import math
+
 import numpy as onp
 import autograd.numpy as np
 
 from .ops import conv2d, maxpool2d, relu, dense, flatten
 
 ARCHITECTURE = "lecture-cnn-v1"
-
-#: name -> (shape, fan_in, fan_out) for Glorot initialisation
-PARAM_SPECS = {
-    "conv1.weight": ((10, 1, 5, 5), 1 * 25, 10 * 25),
-    "conv1.bias": ((10,), None, None),
-    "conv2.weight": ((20, 10, 5, 5), 10 * 25, 20 * 25),
-    "conv2.bias": ((20,), None, None),
-    "dense1.weight": ((100, 320), 320, 100),
-    "dense1.bias": ((100,), None, None),
-    "dense2.weight": ((10, 100), 100, 10),
-    "dense2.bias": ((10,), None, None),
-}
-
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 
 
-def param_shapes():
-    """{name: shape} of the lecture CNN."""
-    return {k: v[0] for k, v in PARAM_SPECS.items()}
+# ---------------------------------------------------------------------------
+# Layers: plain, immutable data
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """2-D cross-correlation, stride 1, no padding: ``out`` filters of ``size`` x ``size``."""
+    name: str
+    out: int
+    size: int
 
 
-def init_params(seed=0, dtype=onp.float32):
-    """Keras-style initialisation: Glorot uniform weights, zero biases.
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Affine layer on a flat input, as ``torch.nn.Linear``: ``out`` units."""
+    name: str
+    out: int
 
-    Glorot & Bengio (2010): W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), where for a
-    conv kernel fan_in = in_channels * kh * kw and fan_out = out_channels * kh * kw
-    (Keras ``glorot_uniform``). ``seed`` is an int or a ``numpy.random.Generator``.
-    Returns a new dict of arrays of ``dtype``.
+
+@dataclasses.dataclass(frozen=True)
+class Relu:
+    """max(x, 0), derivative 0 at 0 (PyTorch's convention)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool:
+    """Max pooling over ``size`` x ``size`` windows with stride ``size`` (only 2 is implemented)."""
+    size: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """(C, H, W) -> (C*H*W,) in C order, PyTorch's ``flatten(1)``."""
+
+
+# ---------------------------------------------------------------------------
+# What each kind of layer does to a shape, which parameters it owns, its forward step
+# ---------------------------------------------------------------------------
+#
+# Shapes are per example (no batch axis). A shape rule returns (output shape, specs),
+# specs being {name: (shape, fan_in, fan_out)} for Glorot initialisation (fans None for
+# a bias, which starts at zero).
+
+def _weight_and_bias(name, weight_shape, fan_in, fan_out):
+    return {f"{name}.weight": (weight_shape, fan_in, fan_out),
+            f"{name}.bias": ((weight_shape[0],), None, None)}
+
+
+def _image_shape(layer, shape):
+    if len(shape) != 3:
+        raise ValueError(f"layers: {layer!r} needs a (C, H, W) input, got {shape}")
+    return shape
+
+
+def _conv_rule(layer, shape):
+    # Keras glorot_uniform for a kernel: fan_in = C * kh * kw, fan_out = out * kh * kw
+    c, h, w = _image_shape(layer, shape)
+    k = layer.size
+    if k > h or k > w:
+        raise ValueError(f"layers: {layer!r} has a kernel larger than its input {shape}")
+    return ((layer.out, h - k + 1, w - k + 1),
+            _weight_and_bias(layer.name, (layer.out, c, k, k), c * k * k, layer.out * k * k))
+
+
+def _dense_rule(layer, shape):
+    if len(shape) != 1:
+        raise ValueError(f"layers: {layer!r} needs a flat input (put Flatten() before it), "
+                         f"got {shape}")
+    return (layer.out,), _weight_and_bias(layer.name, (layer.out, shape[0]), shape[0], layer.out)
+
+
+def _pool_rule(layer, shape):
+    c, h, w = _image_shape(layer, shape)
+    if layer.size != 2:
+        raise ValueError(f"layers: {layer!r}: only 2x2 pooling is implemented (ops.maxpool2d)")
+    if h % 2 or w % 2:
+        raise ValueError(f"layers: {layer!r} needs an even height and width, got {shape}")
+    return (c, h // 2, w // 2), {}
+
+
+def _conv_forward(layer, params, h):
+    bias = np.reshape(params[layer.name + ".bias"], (1, -1, 1, 1))
+    return conv2d(h, params[layer.name + ".weight"]) + bias
+
+
+def _dense_forward(layer, params, h):
+    return dense(h, params[layer.name + ".weight"], params[layer.name + ".bias"])
+
+
+#: layer type -> (shape rule, forward step (layer, params, h) -> h, label for summaries)
+_RULES = {
+    Conv: (_conv_rule, _conv_forward, "conv {out}@{size}x{size}"),
+    Dense: (_dense_rule, _dense_forward, "dense {out}"),
+    Relu: (lambda layer, shape: (shape, {}), lambda layer, params, h: relu(h), "relu"),
+    MaxPool: (_pool_rule, lambda layer, params, h: maxpool2d(h), "maxpool {size}x{size}"),
+    Flatten: (lambda layer, shape: ((math.prod(shape),), {}), lambda layer, params, h: flatten(h),
+              "flatten"),
+}
+
+
+def _rule(layer):
+    try:
+        return _RULES[type(layer)]
+    except KeyError:
+        raise TypeError(f"layers: expected Conv, Dense, Relu, MaxPool or Flatten, got {layer!r}") \
+            from None
+
+
+def layer_shapes(layers, input_shape=INPUT_SHAPE):
+    """[(layer, input shape, output shape)] for each layer, shapes per example (no N axis).
+
+    This walk is what every derived form (specs, Keras layout, framework twins) follows;
+    it refuses a list whose shapes do not fit (``ValueError`` naming the layer).
     """
-    return _glorot(PARAM_SPECS, seed, dtype)
+    names = [layer.name for layer in layers if hasattr(layer, "name")]
+    bad = [n for n in names if not (isinstance(n, str) and n.isidentifier())]
+    if bad:
+        raise ValueError(f"layers: expected layer names that are identifiers, got {bad}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers: expected distinct layer names, got {names}")
+    out, shape = [], tuple(input_shape)
+    for layer in layers:
+        for field in ("out", "size"):
+            v = getattr(layer, field, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"layers: {layer!r}: expected {field} to be a positive integer")
+        new, _ = _rule(layer)[0](layer, shape)
+        out.append((layer, shape, new))
+        shape = new
+    return out
 
+
+def param_specs(layers, input_shape=INPUT_SHAPE):
+    """{name: (shape, fan_in, fan_out)} of every parameter, in layer order."""
+    specs = {}
+    for layer, in_shape, _ in layer_shapes(layers, input_shape):
+        specs.update(_rule(layer)[0](layer, in_shape)[1])
+    return specs
+
+
+def forward(layers):
+    """The pure ``predict(params, x)`` of ``layers``: each layer's op, in order.
+
+    The ops are those of :mod:`scratchadv.ops`, so the function is differentiable to
+    any order; x is (N, *input shape) and the dtype of x is kept.
+    """
+    steps = tuple(functools.partial(_rule(layer)[1], layer) for layer in layers)
+
+    def predict(params, x):
+        h = x
+        for step in steps:
+            h = step(params, h)
+        return h
+    return predict
+
+
+# ---------------------------------------------------------------------------
+# Architectures
+# ---------------------------------------------------------------------------
 
 def _glorot(specs, seed, dtype):
     rng = seed if isinstance(seed, onp.random.Generator) else onp.random.default_rng(seed)
@@ -64,18 +207,106 @@ def _glorot(specs, seed, dtype):
     return params
 
 
-def _bias4(b):
-    return np.reshape(b, (1, -1, 1, 1))
+class Architecture:
+    """A named model declared by its layer list: specs, init and pure predict derived from it.
+
+    ``name`` is what checkpoints store, ``layers`` a list of :class:`Conv`, :class:`Dense`,
+    :class:`Relu`, :class:`MaxPool`, :class:`Flatten`, ``input_shape`` the (C, H, W) of
+    one image. The last layer must give the ``NUM_CLASSES`` logits. Calling an
+    Architecture is calling its predict function, so it can be passed wherever a
+    ``predict_fn(params, x)`` is expected (and ``architecture_of`` finds it from either).
+    """
+
+    def __init__(self, name, layers, description, input_shape=INPUT_SHAPE):
+        self.name = name
+        self.layers = tuple(layers)
+        self.input_shape = tuple(input_shape)
+        self.description = description
+        shapes = layer_shapes(self.layers, self.input_shape)
+        if not shapes or shapes[-1][2] != (NUM_CLASSES,):
+            raise ValueError(f"layers: {name!r} must end in {NUM_CLASSES} logits, got output "
+                             f"shape {shapes[-1][2] if shapes else self.input_shape}")
+        self.specs = param_specs(self.layers, self.input_shape)
+        self.predict = forward(self.layers)
+        self.predict.__name__ = "predict"
+        self.predict.__qualname__ = f"Architecture({name!r}).predict"
+        self.predict.__doc__ = (
+            f"Logits of {name} ({description}).\n\n"
+            f"x: (N, {', '.join(map(str, self.input_shape))}) float in [0, 1] -> "
+            f"(N, {NUM_CLASSES}) logits, dtype of x.\n\n" + self.summary())
+        self.predict.architecture = self
+
+    def __call__(self, params, x):
+        return self.predict(params, x)
+
+    def layer_shapes(self):
+        """[(layer, input shape, output shape)] per example, see :func:`layer_shapes`."""
+        return layer_shapes(self.layers, self.input_shape)
+
+    def param_shapes(self):
+        """{name: shape} of the parameters, in layer order."""
+        return {k: v[0] for k, v in self.specs.items()}
+
+    def init_params(self, seed=0, dtype=onp.float32):
+        """Glorot-uniform weights, zero biases; see :func:`init_params`."""
+        return _glorot(self.specs, seed, dtype)
+
+    def summary(self):
+        """One line per layer: name, kind, output shape (with the batch axis N)."""
+        rows = [(getattr(layer, "name", ""), _rule(layer)[2].format(**vars(layer)),
+                 "(N, " + ", ".join(map(str, out)) + ")")
+                for layer, _, out in self.layer_shapes()]
+        w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
+        return "\n".join(f"{a:<{w0}}  {b:<{w1}}  -> {c}" for a, b, c in rows)
+
+    def __repr__(self):
+        return f"Architecture({self.name!r})"
 
 
-def predict(params, x):
-    """Logits of the lecture CNN.  x: (N, 1, 28, 28) float in [0, 1] -> (N, 10), dtype of x."""
-    h = relu(conv2d(x, params["conv1.weight"]) + _bias4(params["conv1.bias"]))
-    h = maxpool2d(h)
-    h = relu(conv2d(h, params["conv2.weight"]) + _bias4(params["conv2.bias"]))
-    h = maxpool2d(h)
-    h = relu(dense(flatten(h), params["dense1.weight"], params["dense1.bias"]))
-    return dense(h, params["dense2.weight"], params["dense2.bias"])
+def _declare(*architectures):
+    return {a.name: a for a in architectures}
+
+
+#: every model the library knows, by the name stored in checkpoints
+ARCHITECTURES = _declare(
+    Architecture(ARCHITECTURE,
+                 [Conv("conv1", 10, 5), Relu(), MaxPool(2), Conv("conv2", 20, 5), Relu(), MaxPool(2),
+                  Flatten(), Dense("dense1", 100), Relu(), Dense("dense2", 10)],
+                 "the lecture CNN: conv 10@5x5, pool, conv 20@5x5, pool, dense 100, dense 10"),
+    # shallow models from the same ops (the lecture's "shallow nets are more robust")
+    Architecture("softmax-v1", [Flatten(), Dense("dense1", 10)],
+                 "softmax regression: dense 10 on the 784 pixels"),
+    Architecture("mlp-v1", [Flatten(), Dense("dense1", 100), Relu(), Dense("dense2", 10)],
+                 "one-hidden-layer MLP: dense 100 + ReLU, dense 10"),
+)
+
+#: the lecture CNN's predict: (N, 1, 28, 28) float in [0, 1] -> (N, 10) logits, dtype of x
+predict = ARCHITECTURES[ARCHITECTURE].predict
+#: softmax regression (multinomial logistic regression): (N, 1, 28, 28) -> (N, 10) logits
+predict_softmax = ARCHITECTURES["softmax-v1"].predict
+#: one hidden layer of 100 ReLUs: (N, 1, 28, 28) -> (N, 10) logits
+predict_mlp = ARCHITECTURES["mlp-v1"].predict
+
+#: name -> (shape, fan_in, fan_out) for Glorot initialisation
+PARAM_SPECS = ARCHITECTURES[ARCHITECTURE].specs
+SOFTMAX_SPECS = ARCHITECTURES["softmax-v1"].specs
+MLP_SPECS = ARCHITECTURES["mlp-v1"].specs
+
+
+def param_shapes():
+    """{name: shape} of the lecture CNN."""
+    return {k: v[0] for k, v in PARAM_SPECS.items()}
+
+
+def init_params(seed=0, dtype=onp.float32):
+    """Keras-style initialisation of the lecture CNN: Glorot uniform weights, zero biases.
+
+    Glorot & Bengio (2010): W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), where for a
+    conv kernel fan_in = in_channels * kh * kw and fan_out = out_channels * kh * kw
+    (Keras ``glorot_uniform``). ``seed`` is an int or a ``numpy.random.Generator``.
+    Returns a new dict of arrays of ``dtype``.
+    """
+    return _glorot(PARAM_SPECS, seed, dtype)
 
 
 def predict_batched(params, x, batch_size=1000, predict_fn=predict):
@@ -94,72 +325,6 @@ def accuracy(params, x, y, batch_size=1000, predict_fn=predict):
     from .validate import check_labels
     check_labels(y, len(x), "y")
     return float(onp.mean(onp.argmax(predict_batched(params, x, batch_size, predict_fn), 1) == y))
-
-
-# ---------------------------------------------------------------------------
-# Shallow models from the same ops (the lecture's "shallow nets are more robust")
-# ---------------------------------------------------------------------------
-
-SOFTMAX_SPECS = {
-    "dense1.weight": ((10, 784), 784, 10),
-    "dense1.bias": ((10,), None, None),
-}
-
-MLP_SPECS = {
-    "dense1.weight": ((100, 784), 784, 100),
-    "dense1.bias": ((100,), None, None),
-    "dense2.weight": ((10, 100), 100, 10),
-    "dense2.bias": ((10,), None, None),
-}
-
-
-def predict_softmax(params, x):
-    """Softmax regression (multinomial logistic regression): (N, 1, 28, 28) -> (N, 10) logits."""
-    return dense(flatten(x), params["dense1.weight"], params["dense1.bias"])
-
-
-def predict_mlp(params, x):
-    """One hidden layer of 100 ReLUs: (N, 1, 28, 28) -> (N, 10) logits."""
-    h = relu(dense(flatten(x), params["dense1.weight"], params["dense1.bias"]))
-    return dense(h, params["dense2.weight"], params["dense2.bias"])
-
-
-class Architecture:
-    """A named model: its parameter specs, its init and its pure predict function.
-
-    Calling it is calling its predict function, so an Architecture can be passed
-    wherever a ``predict_fn(params, x)`` is expected.
-    """
-
-    def __init__(self, name, specs, predict_fn, description):
-        self.name = name
-        self.specs = specs
-        self.predict = predict_fn
-        self.description = description
-        predict_fn.architecture = self
-
-    def __call__(self, params, x):
-        return self.predict(params, x)
-
-    def param_shapes(self):
-        return {k: v[0] for k, v in self.specs.items()}
-
-    def init_params(self, seed=0, dtype=onp.float32):
-        return _glorot(self.specs, seed, dtype)
-
-    def __repr__(self):
-        return f"Architecture({self.name!r})"
-
-
-#: every model the library knows, by the name stored in checkpoints
-ARCHITECTURES = {
-    ARCHITECTURE: Architecture(ARCHITECTURE, PARAM_SPECS, predict,
-                               "the lecture CNN: conv 10@5x5, pool, conv 20@5x5, pool, dense 100, dense 10"),
-    "softmax-v1": Architecture("softmax-v1", SOFTMAX_SPECS, predict_softmax,
-                               "softmax regression: dense 10 on the 784 pixels"),
-    "mlp-v1": Architecture("mlp-v1", MLP_SPECS, predict_mlp,
-                           "one-hidden-layer MLP: dense 100 + ReLU, dense 10"),
-}
 
 
 def architecture_of(predict_fn):

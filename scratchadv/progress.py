@@ -22,7 +22,7 @@ def _enabled_by_default():
 
 
 def _fmt_time(s):
-    s = int(round(s))
+    s = round(s)
     m, s = divmod(s, 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
@@ -46,7 +46,6 @@ class Progress:
         self.postfix = ""
         self.start = time.perf_counter()
         self._last = 0.0
-        self._drawn = False
         self._isatty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def __iter__(self):
@@ -96,11 +95,10 @@ class Progress:
             return
         if self._isatty:
             self.stream.write("\r" + self._line(now) + "\x1b[K")
-            self._drawn = True
             self.stream.flush()
 
     def close(self):
-        if not self.enable or self.n is None:
+        if not self.enable:
             return
         line = self._line(time.perf_counter())
         if self._isatty:

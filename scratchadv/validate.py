@@ -80,14 +80,23 @@ def check_target(target, n, y=None, name="target", num_classes=NUM_CLASSES):
     return t
 
 
-def check_params(params, shapes, name="params"):
-    """params must be a dict with exactly the names of ``shapes``, each a float array of that shape."""
+def check_params(params, shapes, name="params", finite=False, of=None):
+    """params must be a dict with exactly the names of ``shapes``, each a float32 or float64
+    array (or an autograd box of one) of that shape, all of one dtype.
+
+    ``finite``: also refuse NaN and Inf entries (for arrays read from files; off for the
+    checks on every training step). ``of``: what the names belong to, for the messages
+    (e.g. "the keras layout of 'mlp-v1'"). The one checker of named parameter arrays:
+    :mod:`scratchadv.checkpoint` and :mod:`scratchadv.interchange` call it and re-raise
+    with the file name. Raises ``TypeError`` (type, dtype) or ``ValueError`` (names, shape,
+    values); returns params.
+    """
     if not isinstance(params, dict):
         raise TypeError(f"{name}: expected a dict of named arrays, got {type(params).__name__}")
     missing = [k for k in shapes if k not in params]
     extra = [k for k in params if k not in shapes]
     if missing or extra:
-        raise ValueError(f"{name}: expected keys {sorted(shapes)}, "
+        raise ValueError(f"{name}: expected the names{' of ' + of if of else ''} {list(shapes)}, "
                          f"missing {missing}, unexpected {extra}")
     dtypes = set()
     for k, shape in shapes.items():
@@ -99,10 +108,15 @@ def check_params(params, shapes, name="params"):
             raise TypeError(f"{name}[{k!r}]: expected dtype float32 or float64, "
                             f"got {getattr(val, 'dtype', type(val).__name__)}")
         if tuple(val.shape) != tuple(shape):
-            raise ValueError(f"{name}[{k!r}]: expected shape {tuple(shape)}, got {tuple(val.shape)}")
+            raise ValueError(f"{name}[{k!r}]: expected shape {tuple(shape)}"
+                             f"{' (' + of + ')' if of else ''}, got {tuple(val.shape)}")
+        if finite and not onp.all(onp.isfinite(val)):
+            raise ValueError(f"{name}[{k!r}]: expected finite values, got "
+                             f"{int(onp.sum(~onp.isfinite(val)))} NaN/Inf entries")
         dtypes.add(val.dtype)
     if len(dtypes) > 1:
-        raise TypeError(f"{name}: expected one dtype for all arrays, got {sorted(map(str, dtypes))}")
+        raise TypeError(f"{name}: expected one dtype for all arrays, got mixed dtypes "
+                        f"{sorted(map(str, dtypes))}")
     return params
 
 

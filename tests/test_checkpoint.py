@@ -1,5 +1,4 @@
 """Model files: round trip, no pickle, and rejection of every kind of bad file."""
-import io
 import json
 import os
 
@@ -136,3 +135,47 @@ def test_write_is_atomic_on_failure(tmp_path):
         write_npz(path, {"x": np.array([object()], dtype=object)}, {})
     assert path.read_bytes() == before
     assert [f for f in os.listdir(tmp_path)] == ["m.npz"]
+
+
+def _columns(text):
+    """(start column of each "label: value" value, [(name, shape, dtype) columns] of arrays)."""
+    lines = text.splitlines()
+    i = lines.index("arrays:")
+    rows = [ln for ln in lines[i + 1:] if ln.startswith("  ")]
+    fields = [ln for ln in lines if ln not in rows and ln != "arrays:"]
+    starts = {len(ln) - len(ln.split(":", 1)[1].lstrip()) for ln in fields}
+    cols = set()
+    for ln in rows:
+        name, shape, dtype = ln.split(None, 2)[0], "(" + ln.split("(", 1)[1].rsplit(")", 1)[0] + ")", \
+            ln.rsplit(None, 1)[1]
+        cols.add((ln.index(name), ln.index(shape, len(name) + 2), ln.rindex(dtype)))
+    return fields, starts, rows, cols
+
+
+def test_describe_lines_up_its_columns(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(path, init_params(0), config={"epochs": 2, "lr": 0.001},
+               history={"loss": [1.0, 0.5], "val_accuracy": [0.9, 0.95]},
+               extra={"train_acc": 0.99, "test_acc": 0.98})
+    fields, starts, rows, cols = _columns(describe(path))
+    assert any(f.startswith("final val_accuracy:") for f in fields)   # the longest label
+    assert len(starts) == 1, "\n".join(fields)
+    assert len(rows) == 8 and len(cols) == 1, "\n".join(rows)
+    # a training state: long array names (param/..., opt/...) still line up
+    opt = {"ms/dense1.weight": np.ones((100, 320), np.float32), "step": np.asarray(3)}
+    save_training_state(tmp_path / "s.npz", init_params(0), opt,
+                        {"architecture": "lecture-cnn-v1", "epoch": 2, "batch": 5})
+    fields, starts, rows, cols = _columns(describe(tmp_path / "s.npz"))
+    assert len(starts) == 1 and len(rows) == 10 and len(cols) == 1, describe(tmp_path / "s.npz")
+
+
+def test_bad_parameters_are_refused_by_the_one_checker_with_the_file_named(tmp_path):
+    """save_model refuses what validate.check_params refuses, as a CheckpointError."""
+    p = init_params(0)
+    for bad, msg in [({**p, "conv1.bias": np.full(10, np.inf, np.float32)}, "NaN/Inf"),
+                     ({**p, "conv1.weight": np.zeros((10, 1, 3, 3), np.float32)},
+                      r"expected shape \(10, 1, 5, 5\) \(architecture 'lecture-cnn-v1'\)")]:
+        with pytest.raises(CheckpointError, match=msg) as e:
+            save_model(tmp_path / "m.npz", bad)
+        assert str(tmp_path / "m.npz") in str(e.value)
+    assert not (tmp_path / "m.npz").exists()

@@ -214,3 +214,18 @@ def test_random_truncation_or_corruption_is_always_caught(fake_set, tmp_path, se
         np.testing.assert_array_equal(yte, arrays["test_labels"])
         np.testing.assert_array_equal(xtr[:, 0] * 255, arrays["train_images"])
         np.testing.assert_array_equal(xte[:, 0] * 255, arrays["test_images"])
+
+
+def test_find_mnist_and_locate_return_what_their_docstrings_say(fake_set, tmp_path):
+    _, make = fake_set
+    folder = make(str(tmp_path / "d"))
+    found, missing = data._locate(folder)
+    assert missing == [] and sorted(found) == sorted(data.MNIST_FILES)
+    assert find_mnist(folder) == (folder, found)
+    os.remove(found["test_labels"])
+    found, missing = data._locate(folder)
+    assert "test_labels" not in found and len(missing) == 1
+    with pytest.raises(DataError, match="missing"):
+        find_mnist(folder)
+    # an empty cache: the folder to download into, and no files
+    assert find_mnist() == (data.cache_dir(), None)

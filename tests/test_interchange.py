@@ -48,17 +48,27 @@ def keras_pool(x):
 
 
 def keras_forward(weights, arch, x_nchw):
-    """Logits of the Keras model holding ``weights`` (Keras names) for NCHW images."""
+    """Logits of the Keras model holding ``weights`` (Keras names) for NCHW images: a
+    channels-last walk over the architecture's layers, naming them as Keras does."""
     relu = lambda z: np.maximum(z, 0)  # noqa: E731
     h = x_nchw.transpose(0, 2, 3, 1)                                  # NHWC, as Keras sees it
-    if arch == "lecture-cnn-v1":
-        h = keras_pool(relu(keras_conv(h, weights["conv2d/kernel"], weights["conv2d/bias"])))
-        h = keras_pool(relu(keras_conv(h, weights["conv2d_1/kernel"], weights["conv2d_1/bias"])))
-    h = h.reshape(len(h), -1)                                         # Flatten(): (H, W, C) order
-    h = h @ weights["dense/kernel"] + weights["dense/bias"]
-    if arch == "softmax-v1":
-        return h
-    return relu(h) @ weights["dense_1/kernel"] + weights["dense_1/bias"]
+    seen = {"Conv": 0, "Dense": 0}
+    for layer in get_architecture(arch).layers:
+        kind = type(layer).__name__
+        if kind in seen:
+            base = "conv2d" if kind == "Conv" else "dense"
+            name = base if seen[kind] == 0 else f"{base}_{seen[kind]}"
+            seen[kind] += 1
+            k, b = weights[name + "/kernel"], weights[name + "/bias"]
+            h = keras_conv(h, k, b) if kind == "Conv" else h @ k + b
+        elif kind == "Relu":
+            h = relu(h)
+        elif kind == "MaxPool":
+            h = keras_pool(h)
+        else:
+            assert kind == "Flatten"
+            h = h.reshape(len(h), -1)                                 # Flatten(): (H, W, C) order
+    return h
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -317,6 +327,44 @@ def test_importing_the_library_does_not_import_torch():
             "for m in pkgutil.iter_modules(scratchadv.__path__):\n"
             "    importlib.import_module('scratchadv.' + m.name)\n"
             "from scratchadv.cli import build_parser; build_parser()\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_one_matcher_of_arrays_to_architectures():
+    """torch_model.infer_architecture is identify_architecture in the torch layout."""
+    from scratchadv.torch_model import infer_architecture
+    for arch in ARCHS:
+        shapes = get_architecture(arch).param_shapes()
+        assert infer_architecture(shapes) == identify_architecture(shapes) == arch
+        keras = {k: v.shape for k, v in to_keras_layout(random_params(arch), arch).items()}
+        assert identify_architecture(keras, "keras") == arch
+    shapes = dict(get_architecture("mlp-v1").param_shapes(), **{"dense2.bias": (11,)})
+    with pytest.raises(ValueError, match="(?s)^parameters: .*match no architecture.*mlp-v1"):
+        infer_architecture(shapes)
+    with pytest.raises(ValueError, match="^weights: .*match no architecture in the torch layout"):
+        identify_architecture(shapes)
+
+
+def test_array_checks_name_the_layout_they_expected():
+    p = random_params("mlp-v1")
+    k = to_keras_layout(p, "mlp-v1")
+    k["dense/kernel"] = k["dense/kernel"].T.copy()
+    with pytest.raises(ValueError, match=r"weights\['dense/kernel'\]: expected shape \(784, 100\) "
+                                         r"\(the keras layout of 'mlp-v1'\), got \(100, 784\)"):
+        from_keras_layout(k, "mlp-v1")
+    with pytest.raises(ValueError, match=r"params: expected the names of the torch layout of "
+                                         r"'mlp-v1' .*missing \['dense2.bias'\]"):
+        to_keras_layout({n: v for n, v in p.items() if n != "dense2.bias"}, "mlp-v1")
+
+
+def test_importing_the_torch_twin_module_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, scratchadv.frameworks.torch, scratchadv.torch_model\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
