@@ -99,17 +99,14 @@ def ours(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, step_
 
 
 def our_pool_inputs(params, x, architecture="lecture-cnn-v1"):
-    """The inputs of each max-pooling layer, as scratchadv computes them: a list of
-    (N, C, H, W) arrays (empty for the architectures without pooling)."""
-    from scratchadv import ops
-    if architecture != "lecture-cnn-v1":
-        return []
+    """The input of each max-pooling layer as scratchadv computes it: a list of
+    (N, C, H, W) arrays, one per pooling layer of the architecture's layer list."""
+    from scratchadv.model import MaxPool, forward
     out, h = [], x
-    for layer in ("conv1", "conv2"):
-        b = onp.reshape(params[layer + ".bias"], (1, -1, 1, 1))
-        h = ops.relu(ops.conv2d(h, params[layer + ".weight"]) + b)
-        out.append(onp.asarray(h))
-        h = ops.maxpool2d(h)
+    for layer in get_architecture(architecture).layers:
+        if isinstance(layer, MaxPool):
+            out.append(onp.asarray(h))
+        h = forward([layer])(params, h)
     return out
 
 
@@ -135,8 +132,8 @@ def theirs(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, ste
     """The same quantities computed by PyTorch on the same weights and images.
 
     Also returns ``pool_inputs``: PyTorch's own inputs of each max-pooling layer.
-    ``nudge``: None, or ``(layer, delta)`` with ``delta`` an array of the shape of that
-    pooling layer's input, added to PyTorch's convolution output before its ReLU. It
+    ``nudge``: None, or ``(k, delta)`` with ``delta`` an array of the shape of the k-th
+    pooling layer's input, added to PyTorch's values there (after the ReLU). It
     simulates, on any CPU, a convolution that rounds tied values apart (tests use one
     ulp on one tied entry); the addition is part of the graph, so gradients flow through it.
     """
@@ -145,19 +142,18 @@ def theirs(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, ste
     F = torch.nn.functional
     module = to_torch(params, architecture, dtype=x.dtype)
     pool_inputs = []
-    if architecture == "lecture-cnn-v1":
-        for i, layer in enumerate(("conv1", "conv2")):
-            delta = None
-            if nudge is not None and nudge[0] == i:
-                delta = torch.from_numpy(onp.asarray(nudge[1], dtype=x.dtype))
+    pools = [m for m in module.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    for i, pool in enumerate(pools):
+        delta = None
+        if nudge is not None and nudge[0] == i:
+            delta = torch.from_numpy(onp.asarray(nudge[1], dtype=x.dtype))
 
-            def hook(mod, inputs, output, delta=delta):
-                if delta is not None:
-                    output = output + delta
-                if len(pool_inputs) < 2:          # the first forward pass only
-                    pool_inputs.append(torch.relu(output).detach().cpu().numpy())
-                return output
-            getattr(module, layer).register_forward_hook(hook)
+        def pre_hook(mod, inputs, delta=delta):
+            h = inputs[0] if delta is None else inputs[0] + delta
+            if len(pool_inputs) < len(pools):          # the first forward pass only
+                pool_inputs.append(h.detach().cpu().numpy())
+            return (h,)
+        pool.register_forward_pre_hook(pre_hook)
     names = [k for k, _ in module.named_parameters()]
     weights = [p for _, p in module.named_parameters()]
     xt = torch.from_numpy(onp.array(x)).requires_grad_(True)
@@ -257,16 +253,29 @@ def _exact_ties(h):
     return int(onp.sum(((w == m).sum(-1) > 1) & (m[..., 0] > 0)))
 
 
-def affected_pixels(differs, image_shape=(28, 28)):
-    """(N, 28, 28) bool: the input pixels whose gradient can change when the windows in
-    ``differs`` (from :func:`routing`, lecture CNN) are routed differently: the receptive
-    field of each window (layer 1: 6x6 pixels, layer 2: 16x16). Elsewhere the input
-    gradients of the two libraries must agree."""
+def receptive_fields(architecture="lecture-cnn-v1"):
+    """[(stride, size)] per pooling layer: output (p, q) of the k-th pooling layer sees
+    the input pixels [stride p, stride p + size) x [stride q, stride q + size).
+    Walked from the layer list (lecture CNN: (2, 6) and (4, 16))."""
+    from scratchadv.model import Conv, MaxPool
+    out, stride, size = [], 1, 1
+    for layer in get_architecture(architecture).layers:
+        if isinstance(layer, (Conv, MaxPool)):
+            size += (layer.size - 1) * stride
+        if isinstance(layer, MaxPool):
+            stride *= layer.size
+            out.append((stride, size))
+    return out
+
+
+def affected_pixels(differs, architecture="lecture-cnn-v1"):
+    """(N, H, W) bool: the input pixels whose gradient can change when the windows in
+    ``differs`` (from :func:`routing`) are routed differently: each window's receptive
+    field. Elsewhere the input gradients of the two libraries must agree."""
+    h, w = get_architecture(architecture).input_shape[1:]
     n = len(differs[0]) if differs else 0
-    out = onp.zeros((n,) + tuple(image_shape), dtype=bool)
-    # window (p, q) of pooling layer L covers input rows [s p, s p + size) with
-    # (s, size) = (2, 6) for L = 1 and (4, 16) for L = 2 (5x5 convolutions, 2x2 pools)
-    for diff, (s, size) in zip(differs, ((2, 6), (4, 16))):
+    out = onp.zeros((n, h, w), dtype=bool)
+    for diff, (s, size) in zip(differs, receptive_fields(architecture)):
         for a, _, p, q in zip(*onp.nonzero(diff)):
             out[a, s * p:s * p + size, s * q:s * q + size] = True
     return out
