@@ -770,7 +770,7 @@ def build_parser():
 
 #: library parameter names that a command's flag of another name sets
 _PARAMETER_FLAGS = {"eps_list": "--eps", "model_path": "--model", "folder": "--report",
-                    "target": "--target", "batch_size": "--batch-size"}
+                    "target": "--target", "batch_size": "--batch-size", "fmt": "--format"}
 
 
 def flag_names(subparser):
@@ -789,11 +789,14 @@ def flag_names(subparser):
 
 
 def to_flags(message, flags):
-    """A library error 'name: ...' (or 'name[...]: ...') as the command line says it."""
+    """A library error as the command line says it: a leading 'name: ...' (or
+    'name[...]: ...') names the flag, and "name='value'" inside reads '--flag value'."""
     m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?:", message)
     if m and m.group(1) in flags:
-        return flags[m.group(1)] + message[m.end(1):]
-    return message
+        message = flags[m.group(1)] + message[m.end(1):]
+    return re.sub(r"\b([a-z_][a-z0-9_]*)='([^']*)'",
+                  lambda v: f"{flags[v.group(1)]} {v.group(2)}" if v.group(1) in flags else v.group(0),
+                  message)
 
 
 def _interrupt(signum, frame):

@@ -228,7 +228,7 @@ def import_weights(in_path, model_path, fmt, architecture=None):
         other = "keras" if fmt == "torch" else "torch"
         try:
             identify_architecture({k: v.shape for k, v in arrays.items()}, other)
-            hint = f" (these are {other}-layout names: use --format {other})"
+            hint = f" (these are {other}-layout names: use fmt='{other}')"
         except ValueError:
             hint = ""
         if hint:

@@ -49,6 +49,8 @@ def test_library_errors_are_reported_in_flags():
     assert to_flags("lr: expected a number > 0, got -1", flags) == "--lr: expected a number > 0, got -1"
     assert to_flags("params['conv1.weight']: bad", flags) == "params['conv1.weight']: bad"
     assert to_flags("no such file x", flags) == "no such file x"
+    assert to_flags("x.npz: use fmt='keras'", flag_names(build_parser().commands["import"])) \
+        == "x.npz: use --format keras"
     eval_flags = flag_names(build_parser().commands["evaluate"])
     assert to_flags("eps_list: expected ...", eval_flags) == "--eps: expected ..."
 

@@ -171,7 +171,7 @@ def test_export_import_files_round_trip_and_hold_only_weights(tmp_path):
 def test_import_refuses_pickles_junk_and_the_wrong_format(tmp_path):
     p = random_params("mlp-v1", dtype=np.float32)
     save_arrays(tmp_path / "torch.npz", to_torch_layout(p, "mlp-v1"))
-    with pytest.raises(CheckpointError, match="use --format torch"):
+    with pytest.raises(CheckpointError, match="use fmt='torch'"):
         import_weights(tmp_path / "torch.npz", tmp_path / "m.npz", "keras")
     assert not (tmp_path / "m.npz").exists()
 
