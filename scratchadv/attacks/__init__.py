@@ -15,6 +15,8 @@ Which file holds what:
 ``result.py``       :class:`AttackResult`, building one, norms, softmax, :func:`summarize`
 ``gradients.py``    the loss and image gradient of every step (unchecked) and the checks
                     made once at each attack's entry
+``dataset.py``      :func:`attack_dataset`: one method on labelled images, targets expanded
+                    ('each'), robust accuracy and per-target success (``scratchadv attack``)
 ==================  ==========================================================================
 
 (``scratchadv.attacks.pgd`` is the function; its module is
@@ -35,10 +37,12 @@ Conventions shared by all attacks:
   ``numpy.random.default_rng(0)``, so results are reproducible by default.
 - Inputs are validated once, at the public entry; the loops do not re-check them.
 """
+from .dataset import DatasetAttack, attack_dataset
 from .geometry import NORMS, default_step_size, get_norm
 from .lecture import fake_image, gradient_ascent, penalty_attack
 from .pgd import fgsm, minimal_perturbation, pgd
 from .result import AttackResult, summarize
 
 __all__ = ["AttackResult", "fake_image", "gradient_ascent", "penalty_attack", "fgsm", "pgd",
-           "minimal_perturbation", "summarize", "NORMS", "get_norm", "default_step_size"]
+           "minimal_perturbation", "summarize", "NORMS", "get_norm", "default_step_size",
+           "attack_dataset", "DatasetAttack"]
