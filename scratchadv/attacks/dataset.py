@@ -20,7 +20,7 @@ import numpy as onp
 
 from ..model import predict
 from ..validate import check_choice, check_images, check_int, check_labels
-from .gradients import check_dtype, check_model
+from .gradients import check_model
 from .lecture import gradient_ascent, penalty_attack
 from .pgd import fgsm, pgd
 from .result import AttackResult, summarize
@@ -143,7 +143,6 @@ def attack_dataset(params, x, y, method, *, target=None, predict_fn=predict, rng
         if k not in allowed:
             raise TypeError(f"{k}: not an option of method {method!r} (its options: "
                             f"{', '.join(allowed)})")
-    check_dtype(params, x.dtype, predict_fn)
     n = len(x)
     clean_pred = onp.argmax(predict_fn(params, x), 1)
     xs, ys, ts, cps, kept = _expand(x, y, clean_pred, method, target)

@@ -1,10 +1,11 @@
 """The loss and image gradient every attack steps along, and the checks made once at entry.
 
 Every attack validates its arguments once, at its public entry (:func:`check_model`,
-the :mod:`scratchadv.validate` checks of x, y and the options, :func:`check_dtype`,
-:func:`check_rng`); inside the loops :func:`loss_grad` and :func:`loss_only` call the
-unchecked :func:`scratchadv.ops.per_example_cross_entropy`, so a PGD step costs a
-forward and a backward pass and nothing else.
+the :mod:`scratchadv.validate` checks of x, y and the options, :func:`check_rng`);
+inside the loops :func:`loss_grad` and :func:`loss_only` call the unchecked
+:func:`scratchadv.ops.per_example_cross_entropy`, so a PGD step costs a forward and a
+backward pass and nothing else. (A known architecture's parameters are checked for
+names and shapes; their dtype is not compared with the images'.)
 
 The image gradient is that of the *summed* per-example cross-entropy, so row i is
 ``d loss_i / d x_i`` whatever the batch size (the ``grad(loss, 1)`` row of the design
@@ -17,24 +18,12 @@ from autograd.tracer import getval
 from .. import model
 from ..ops import per_example_cross_entropy
 
-__all__ = ["check_model", "check_dtype", "check_rng", "capture", "loss_grad", "loss_only"]
+__all__ = ["check_model", "check_rng", "capture", "loss_grad", "loss_only"]
 
 
 def check_model(params, predict_fn):
     """Known architectures are checked against their parameter shapes (model.check_model)."""
     model.check_model(params, predict_fn)
-
-
-def check_dtype(params, dtype, predict_fn):
-    """A known architecture's parameters must have the images' dtype (float32 with float32):
-    the check :func:`scratchadv.losses.per_example_loss` makes, made once."""
-    arch = model.architecture_of(predict_fn)
-    if arch is None:
-        return
-    dtype = onp.dtype(dtype)
-    pdt = getval(next(iter(params.values()))).dtype
-    if pdt != dtype:
-        raise TypeError(f"params: expected the dtype of x ({dtype}), got {pdt}")
 
 
 def check_rng(rng):

@@ -23,7 +23,7 @@ from ..ops import per_example_cross_entropy
 from ..progress import Progress
 from ..validate import check_choice, check_float, check_images, check_int, check_labels, check_target
 from .geometry import per_image
-from .gradients import capture, check_dtype, check_model, check_rng, loss_grad, loss_only
+from .gradients import capture, check_model, check_rng, loss_grad, loss_only
 from .result import build_result, concat_parts, softmax
 
 __all__ = ["fake_image", "gradient_ascent", "penalty_attack"]
@@ -59,7 +59,6 @@ def fake_image(params, target, *, steps=10, lr=0.5, rng=None, n=None, predict_fn
     dtype = onp.dtype(dtype)
     if dtype not in (onp.float32, onp.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    check_dtype(params, dtype, predict_fn)
     x0 = rng.uniform(0.0, 1.0, size=(len(t), 1, 28, 28)).astype(dtype)
     xa, history = x0, []
     lr_ = dtype.type(lr)
@@ -144,7 +143,6 @@ def gradient_ascent(params, x, y, *, step=0.05, steps=20, snapshot_steps=None,
     snapshot_steps = tuple(check_int(k, "snapshot_steps", minimum=0, maximum=steps)
                            for k in snapshot_steps)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    check_dtype(params, x.dtype, predict_fn)
     n = len(x)
     bar = Progress(total=n * steps, desc="gradient ascent", enable=True) if verbose else None
     parts, snaps, sprobs, hist = [], [], [], []
@@ -220,7 +218,6 @@ def penalty_attack(params, x, target, *, lam=30.0, penalty="l1", steps=100, lr=0
     steps = check_int(steps, "steps", minimum=1)
     lr = check_float(lr, "lr", minimum=0, strict_min=True)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    check_dtype(params, x.dtype, predict_fn)
     n = len(x)
     bar = Progress(total=n * steps, desc=f"penalty attack ({penalty})", enable=True) \
         if verbose else None

@@ -30,7 +30,7 @@ from ..model import predict
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_target
 from .geometry import default_step_size, get_norm, per_image, Norm
-from .gradients import check_dtype, check_model, check_rng, loss_grad, loss_only
+from .gradients import check_model, check_rng, loss_grad, loss_only
 from .result import build_result, concat_parts, empty_history
 
 __all__ = ["fgsm", "pgd", "minimal_perturbation"]
@@ -153,7 +153,6 @@ def fgsm(params, x, y, *, eps, norm="linf", target=None, rng=None, predict_fn=pr
     t = check_target(target, len(x), y)
     if rng is not None:
         check_rng(rng)
-    check_dtype(params, x.dtype, predict_fn)
     e = onp.full(len(x), eps)
     run = _Run(geometry, 1, t is not None, keep_best, False, predict_fn)
     best = _pgd_core(params, x, y if t is None else t, e, e, None, run)
@@ -205,7 +204,6 @@ def pgd(params, x, y, *, eps, steps=40, step_size=0.01, norm="linf", random_star
         raise ValueError("early_stop: needs keep_best=True (the successful iterate must be kept)")
     t = check_target(target, len(x), y)
     rng = check_rng(rng)
-    check_dtype(params, x.dtype, predict_fn)
     labels = y if t is None else t
     n = len(x)
     runs = restarts if random_start else 1
@@ -257,7 +255,6 @@ def minimal_perturbation(params, x, y, *, norm="linf", max_eps=None, search_step
     steps = check_int(steps, "steps", minimum=1)
     restarts = check_int(restarts, "restarts", minimum=1)
     rng = check_rng(rng)
-    check_dtype(params, x.dtype, predict_fn)
     n = len(x)
     runs = restarts if random_start else 1
     seeds = rng.integers(0, 2 ** 63 - 1, size=n)
