@@ -33,7 +33,7 @@ to x for that image.
 
 Images are (N, 1, 28, 28) (d = 784); radii ``eps`` are (N,) float64 or a scalar.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as onp
@@ -85,8 +85,16 @@ def linf_box(x, eps):
     return lo, hi
 
 
+class _PerImage:
+    """A feasible set held as per-image arrays (axis 0: the image), one set per image."""
+
+    def take(self, idx):
+        """The same sets for the images ``idx`` only."""
+        return type(self)(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+
 @dataclass(frozen=True)
-class LinfBox:
+class LinfBox(_PerImage):
     """ball_inf(x, eps) ∩ [0, 1]^d as per-pixel bounds (see :func:`linf_box`)."""
     lo: onp.ndarray
     hi: onp.ndarray
@@ -94,10 +102,6 @@ class LinfBox:
     @classmethod
     def around(cls, x, eps):
         return cls(*linf_box(x, eps))
-
-    def take(self, idx):
-        """The same set for the images ``idx`` only."""
-        return LinfBox(self.lo[idx], self.hi[idx])
 
     def clip(self, v):
         """The Euclidean projection of v onto the box (elementwise clipping)."""
@@ -136,18 +140,14 @@ def l2_scale_then_clip(x, v, eps):
 
 
 @dataclass(frozen=True)
-class L2Ball:
-    """ball_2(x, eps) ∩ [0, 1]^d, kept as its centre and radii."""
+class L2Ball(_PerImage):
+    """ball_2(x, eps) ∩ [0, 1]^d, kept as its centres x and (N,) radii."""
     x: onp.ndarray
     eps: onp.ndarray
 
     @classmethod
     def around(cls, x, eps):
         return cls(x, onp.broadcast_to(onp.asarray(eps, dtype=onp.float64), (len(x),)))
-
-    def take(self, idx):
-        """The same set for the images ``idx`` only."""
-        return L2Ball(self.x[idx], self.eps[idx])
 
     def clip(self, v):
         """:func:`l2_scale_then_clip` (a feasible point, not always the nearest one)."""
