@@ -23,13 +23,14 @@ below where it started and ``eps=0`` returns x unchanged. (``keep_best=False`` r
 the last iterate of the strongest restart instead, as in the papers' pseudo-code.)
 """
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as onp
 
 from ..model import predict
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_target
-from .geometry import default_step_size, get_norm, per_image, Norm
+from .geometry import Norm, default_step_size, get_norm, per_image
 from .gradients import check_model, check_rng, loss_grad, loss_only
 from .result import build_result, concat_parts, empty_history
 
@@ -51,7 +52,7 @@ class _Run:
     targeted: bool
     keep_best: bool
     early_stop: bool
-    predict_fn: object
+    predict_fn: Callable
 
 
 def _stronger(succ, obj, best_succ, best_obj):
