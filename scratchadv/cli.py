@@ -478,13 +478,21 @@ def _add_attack(p):
 
 @_add_attack.run
 def _run_attack(args):
-    import time
-
     import numpy as np
 
-    from .attacks import fgsm, gradient_ascent, penalty_attack, pgd, summarize
+    from .attacks import attack_dataset, default_step_size
+    from .attacks.dataset import check_method_target
     from .fileio import atomic_write_json, check_writable
     from .validate import check_float, check_int
+
+    def flagged(call, *a, **k):
+        """The library names its parameter `target`; here it is --target."""
+        try:
+            return call(*a, **k)
+        except (ValueError, TypeError) as e:
+            if str(e).startswith("target:"):
+                raise type(e)(f"--{e}") from None
+            raise
 
     m = args.method
     n = check_int(args.n, "--n", minimum=1, maximum=10000)
@@ -494,12 +502,7 @@ def _run_attack(args):
         check_int(args.steps, "--steps", minimum=1)
     if args.step_size is not None:
         check_float(args.step_size, "--step-size", minimum=0, strict_min=True)
-    if m in ("ascent",) and args.target is not None:
-        raise ValueError("--target: the lecture's ascent is untargeted (use --method penalty or pgd)")
-    if m == "penalty" and args.target is None:
-        raise ValueError("--target: the penalty attack is targeted; give a class 0-9 or 'each'")
-    if isinstance(args.target, int):
-        check_int(args.target, "--target", minimum=0, maximum=9)
+    flagged(check_method_target, m, args.target)
     misplaced = {
         "--eps": (args.eps is not None, ("fgsm", "pgd")),
         "--norm": (args.norm != "linf", ("fgsm", "pgd")),
@@ -517,81 +520,34 @@ def _run_attack(args):
     check_float(eps, "--eps", minimum=0)
     check_writable(args.metrics, "--metrics")
     check_writable(args.figure, "--figure")
-
-    params, arch = _load_attack_model(args.model)
-    x, y = _load_test(args)
-    x, y = x[:n], y[:n]
-    rng = np.random.default_rng(args.seed)
-    clean_pred = np.argmax(arch.predict(params, x), 1)
-
-    # images and labels actually attacked (each image once per target with --target each)
-    if args.target == "each":
-        per = np.arange(10) if m == "penalty" else np.arange(1, 10)
-        xs, ys = np.repeat(x, len(per), 0), np.repeat(y, len(per))
-        ts = (np.arange(10)[None].repeat(n, 0).ravel() if m == "penalty"
-              else ((y[:, None] + per[None]) % 10).ravel()).astype(np.int64)
-        cps = np.repeat(clean_pred, len(per))
-    else:
-        xs, ys, cps, kept = x, y, clean_pred, None
-        ts = None if args.target is None else np.full(n, args.target, dtype=np.int64)
-        if ts is not None and m != "penalty":
-            keep = ys != ts            # a targeted attack towards the true label is meaningless
-            xs, ys, ts, cps = xs[keep], ys[keep], ts[keep], cps[keep]
-            kept = keep
-            if not len(xs):
-                raise ValueError(f"--target: every one of the first {n} images has label {args.target}")
-
-    config = {"method": m, "model": os.path.abspath(args.model), "architecture": arch.name,
-              "target": args.target, "seed": args.seed}
-    t0 = time.perf_counter()
-    verbose = not args.quiet
+    # the method's options with the command's defaults, in the order of the metrics' config
     if m == "fgsm":
-        res = fgsm(params, xs, ys, eps=eps, norm=args.norm, target=ts, predict_fn=arch.predict)
-        config.update(norm=args.norm, eps=eps)
+        options = {"norm": args.norm, "eps": eps}
     elif m == "pgd":
         steps = args.steps or 40
         a = args.step_size if args.step_size is not None else (
-            0.01 if args.norm == "linf" else 2.5 * eps / steps)
-        res = pgd(params, xs, ys, eps=eps, steps=steps, step_size=a, norm=args.norm,
-                  random_start=not args.no_random_start, restarts=args.restarts, target=ts,
-                  rng=rng, predict_fn=arch.predict, verbose=verbose)
-        config.update(norm=args.norm, eps=eps, steps=steps, step_size=a, restarts=args.restarts,
-                      random_start=not args.no_random_start)
+            0.01 if args.norm == "linf" else default_step_size(eps, steps))
+        options = {"norm": args.norm, "eps": eps, "steps": steps, "step_size": a,
+                   "restarts": args.restarts, "random_start": not args.no_random_start}
     elif m == "ascent":
-        steps = args.steps or 20
-        a = args.step_size if args.step_size is not None else 0.05
-        res = gradient_ascent(params, xs, ys, step=a, steps=steps, predict_fn=arch.predict,
-                              verbose=verbose)
-        config.update(steps=steps, step=a)
+        options = {"steps": args.steps or 20,
+                   "step": args.step_size if args.step_size is not None else 0.05}
     else:
-        steps = args.steps or 100
-        lr = args.step_size if args.step_size is not None else 0.1
-        res = penalty_attack(params, xs, ts, lam=args.lam, penalty=args.penalty, steps=steps,
-                             lr=lr, predict_fn=arch.predict, verbose=verbose)
-        config.update(steps=steps, lr=lr, lam=args.lam, penalty=args.penalty)
-    seconds = time.perf_counter() - t0
+        options = {"steps": args.steps or 100,
+                   "lr": args.step_size if args.step_size is not None else 0.1,
+                   "lam": args.lam, "penalty": args.penalty}
 
-    metrics = summarize(res, ys, cps)
-    metrics["n"] = n
-    metrics["clean_acc"] = float(np.mean(clean_pred == y))
-    if args.target == "each":
-        # an image counts as robust only if it resists every target
-        metrics["robust_acc"] = float(np.mean((res.pred == ys).reshape(n, -1).all(1)))
-        metrics["attacks"] = int(len(ys))
-        metrics["success_rate_per_target"] = {
-            str(c): float(np.mean(res.success[(ts == c) & (cps == ys) & (ys != c)]))
-            for c in range(10) if np.any((ts == c) & (cps == ys) & (ys != c))}
-    elif kept is not None:
-        # images whose label is the target are not attacked: they keep their clean prediction
-        pred = clean_pred.copy()
-        pred[kept] = res.pred
-        metrics["robust_acc"] = float(np.mean(pred == y))
-        metrics["not_attacked"] = int(np.sum(~kept))
-    metrics["seconds"] = seconds
+    params, arch = _load_attack_model(args.model)
+    x, y = _load_test(args)
+    res, xs, ys, ts, metrics = flagged(
+        attack_dataset, params, x[:n], y[:n], m, target=args.target, predict_fn=arch.predict,
+        rng=np.random.default_rng(args.seed), verbose=not args.quiet, **options)
+    config = {"method": m, "model": os.path.abspath(args.model), "architecture": arch.name,
+              "target": args.target, "seed": args.seed, **options}
     metrics["config"] = config
     print(f"{m}{' ' + args.norm if m in ('fgsm', 'pgd') else ''}: clean acc {metrics['clean_acc']:.4f}, "
           f"robust acc {metrics['robust_acc']:.4f}, success rate {metrics['success_rate']:.4f} "
-          f"on {n} images ({seconds:.1f}s)")
+          f"on {n} images ({metrics['seconds']:.1f}s)")
     print(f"  perturbation (median over attacked images): Linf {metrics['median_linf']:.4f}, "
           f"L2 {metrics['median_l2']:.4f}, L1 {metrics['median_l1']:.2f}")
     if args.metrics:
@@ -608,11 +564,10 @@ def _attack_figure(path, method, args, config, xs, ys, ts, res, params, arch):
     import numpy as np
 
     from . import plots
+    from .attacks.result import softmax
 
     def probs(v):
-        z = np.asarray(arch.predict(params, v), dtype=np.float64)
-        e = np.exp(z - z.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
+        return softmax(arch.predict(params, v))
 
     if method == "ascent":
         return plots.plot_ascent(path, xs, res, 0, true=int(ys[0]))

@@ -45,10 +45,14 @@ images (``python scripts/defenses.py``; library version 0.1.1; numbers in the RE
 Why the training PGD is written here and not taken from :mod:`scratchadv.attacks`:
 training needs the point of maximal loss in the ball, every step, for every image
 (no early stop once an image is misclassified, no norms or probabilities for a
-report), and it runs once per mini-batch, so its cost is the cost of training.
+report), and it runs once per mini-batch, so its cost is the cost of training. It shares
+the attacks' geometry (:data:`scratchadv.attacks.geometry.LINF`: the inward-rounded box,
+the sign step) and step-size rule, not their loop.
 """
 import numpy as onp
 
+from .attacks.geometry import LINF
+from .attacks.geometry import default_step_size as _default_step_size
 from .losses import gradient_regularized_loss, input_gradient
 from .model import predict
 from .validate import check_float, check_int, check_choice
@@ -75,9 +79,9 @@ DEFAULTS = {
 
 
 def default_step_size(eps, steps):
-    """2.5 * eps / steps: lets PGD travel from one side of the ball to the other and back
-    (Madry et al. 2018 use 0.01 x 40 steps for eps 0.3, i.e. ~1.3 diameters)."""
-    return 2.5 * eps / steps
+    """2.5 * eps / steps, :func:`scratchadv.attacks.geometry.default_step_size` (Madry et
+    al. 2018): lets PGD travel from one side of the ball to the other and back."""
+    return _default_step_size(eps, steps)
 
 
 def pgd_linf_max_loss(params, x, y, *, eps, steps, step_size, rng, predict_fn=predict):
@@ -86,19 +90,23 @@ def pgd_linf_max_loss(params, x, y, *, eps, steps, step_size, rng, predict_fn=pr
     x: (N, 1, 28, 28) float32/64 in [0, 1]; y: (N,) int64 -> x_adv of x's dtype and shape,
     with ``|x_adv - x| <= eps`` and ``0 <= x_adv <= 1`` element-wise.
     Step: ``x <- clip_[x0-eps, x0+eps] ∩ [0,1] (x + step_size * sign(d loss_i / d x_i))``
-    (Madry et al. 2018, eq. 2.2). ``rng``: numpy Generator for the random start.
+    (Madry et al. 2018, eq. 2.2), the box being the attacks' Linf box
+    (:class:`scratchadv.attacks.geometry.LinfBox`, bounds rounded inwards so the ball
+    holds exactly for the stored values). ``rng``: numpy Generator for the random start.
     eps == 0 returns a copy of x.
     """
     dt = x.dtype.type
     if eps == 0 or steps == 0:
         return x.copy()
-    lo = onp.clip(x - dt(eps), 0, 1)
-    hi = onp.clip(x + dt(eps), 0, 1)
-    xa = onp.clip(x + rng.uniform(-eps, eps, size=x.shape).astype(x.dtype), lo, hi)
+    box = LINF.feasible(x, eps)
+    # the start is drawn as uniform(-eps, eps), not as the attacks' eps * uniform(-1, 1)
+    # (LINF.draw_start): the two round differently, and this stream is the one the
+    # documented defense results were trained with
+    xa = box.clip(x + rng.uniform(-eps, eps, size=x.shape).astype(x.dtype))
     a = dt(step_size)
     for _ in range(steps):
         g = input_gradient(params, xa, y, predict_fn)
-        xa = onp.clip(xa + a * onp.sign(g).astype(x.dtype), lo, hi)
+        xa = box.clip(xa + a * LINF.direction(g).astype(x.dtype))
     return xa
 
 

@@ -1,4 +1,5 @@
-"""Differentiable primitives: conv2d, maxpool2d, relu, dense, log_softmax, cross_entropy.
+"""Differentiable primitives: conv2d, maxpool2d, relu, dense, log_softmax, cross_entropy
+(and its per-example form).
 
 Nothing here knows about MNIST or models. Every function takes and returns plain
 arrays (or autograd boxes of them) and keeps the input dtype: float32 in, float32 out.
@@ -32,7 +33,7 @@ from autograd.tracer import getval, isbox
 __all__ = [
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad",
     "maxpool2d", "relu", "dense", "flatten", "log_softmax", "cross_entropy",
-    "one_hot",
+    "per_example_cross_entropy", "one_hot",
 ]
 
 
@@ -374,3 +375,14 @@ def cross_entropy(logits, y):
     logp = log_softmax(logits)
     t = one_hot(y, logits.shape[1], getval(logits).dtype)
     return -np.sum(logp * t) / logits.shape[0]
+
+
+def per_example_cross_entropy(logits, y):
+    """Cross-entropy of each row from logits.  logits: (N, K); y: (N,) int -> (N,), logits' dtype.
+
+    L_n = -log softmax(logits_n)[y_n]; its sum over n is N * cross_entropy(logits, y).
+    It validates nothing: the attacks call it at every step on inputs they checked once,
+    at their entry. The arithmetic is that of
+    :func:`scratchadv.losses.per_example_loss`, so the two agree bit for bit.
+    """
+    return -np.sum(log_softmax(logits) * one_hot(y, logits.shape[1], logits.dtype), axis=1)

@@ -470,6 +470,50 @@ def test_bad_inputs_are_refused_with_a_clear_message(call, match, params, data):
         call(params, x, y)
 
 
+# --- the gradient machinery: validated once, the same numbers -----------------------
+
+def test_per_example_cross_entropy_is_per_example_loss_bit_for_bit(params, data):
+    from autograd import make_vjp
+    from scratchadv.ops import per_example_cross_entropy
+    x, y = data
+    for dt in (np.float32, np.float64):
+        p = {k: v.astype(dt) for k, v in params.items()}
+        xx = x.astype(dt)
+        a = per_example_cross_entropy(predict(p, xx), y)
+        assert a.dtype == dt and a.shape == (N,)
+        np.testing.assert_array_equal(a, per_example_loss(p, xx, y))
+        ga = make_vjp(lambda v: per_example_cross_entropy(predict(p, v), y))(xx)[0](np.ones(N, dt))
+        gb = make_vjp(lambda v: per_example_loss(p, v, y))(xx)[0](np.ones(N, dt))
+        np.testing.assert_array_equal(ga, gb)
+
+
+def test_loops_do_not_revalidate(params, data, monkeypatch):
+    """The public entry checks the images once; the steps go through the unchecked loss."""
+    import sys
+    from scratchadv import losses
+    x, y = data
+    calls = {"entry": 0}
+    pgd_module = sys.modules["scratchadv.attacks.pgd"]
+    real = pgd_module.check_images
+
+    def counting(*a, **k):
+        calls["entry"] += 1
+        return real(*a, **k)
+
+    def refuse(*a, **k):
+        raise AssertionError("a loop re-validated through losses")
+
+    monkeypatch.setattr(pgd_module, "check_images", counting)
+    monkeypatch.setattr(losses, "_check", refuse)
+    pgd(params, x, y, eps=0.1, steps=4, step_size=0.03, restarts=2)
+    minimal_perturbation(params, x, y, search_steps=2, steps=2)
+    assert calls["entry"] == 2
+    fgsm(params, x, y, eps=0.1)
+    gradient_ascent(params, x, y, steps=2)
+    penalty_attack(params, x, other_target(y), steps=2)
+    fake_image(params, 3, steps=2, verbose=False)
+
+
 # --- full data (frugal: one shared trained model, a few hundred images) ---------
 
 @pytest.mark.mnist

@@ -30,6 +30,21 @@ def test_pgd_stays_in_ball_and_raises_loss(eps):
     assert float(loss(params, xa, y)) > float(loss(params, x, y))
 
 
+@pytest.mark.parametrize("eps", [0.1, 0.3, 1 / 3])
+def test_pgd_ball_is_exact_in_float32(eps):
+    """The training PGD clips to the attacks' inward-rounded box: |x_adv - x| <= eps holds
+    for the stored float32 values, with no slack (a box x -/+ float32(eps) can be an ulp
+    outside), and the step still reaches the box's edge."""
+    params = init_params(0)
+    x, y = _batch()
+    x[:, :, 5:7] = np.float32(128 / 255)          # grey pixels: the ball binds, not [0, 1]
+    xa = pgd_linf_max_loss(params, x, y, eps=eps, steps=4, step_size=eps,
+                           rng=np.random.default_rng(0))
+    d = np.abs(xa.astype(np.float64) - x.astype(np.float64))
+    assert d.max() <= eps
+    assert d.max() > eps - 1e-7
+
+
 def test_pgd_same_seed_same_bits_and_zero_eps_is_identity():
     params = init_params(0)
     x, y = _batch()
