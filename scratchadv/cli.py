@@ -570,7 +570,7 @@ def _attack_figure(path, method, args, config, xs, ys, ts, res, params, arch):
         return softmax(arch.predict(params, v))
 
     if method == "ascent":
-        return plots.plot_ascent(path, xs, res, 0, true=int(ys[0]))
+        return plots.plot_ascent(path, xs, res, 0, true=int(ys[0]), step=config.get("step"))
     if args.target == "each":
         per = 10 if method == "penalty" else 9
         sel = slice(0, per)

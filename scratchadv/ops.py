@@ -382,7 +382,6 @@ def per_example_cross_entropy(logits, y):
 
     L_n = -log softmax(logits_n)[y_n]; its sum over n is N * cross_entropy(logits, y).
     It validates nothing: the attacks call it at every step on inputs they checked once,
-    at their entry. The arithmetic is that of
-    :func:`scratchadv.losses.per_example_loss`, so the two agree bit for bit.
+    at their entry; :func:`scratchadv.losses.per_example_loss` is this after its checks.
     """
     return -np.sum(log_softmax(logits) * one_hot(y, logits.shape[1], logits.dtype), axis=1)

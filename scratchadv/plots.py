@@ -147,17 +147,21 @@ def plot_grid(path, images, probs, *, titles=None, trues=None, targets=None, nco
     return _save(fig, path)
 
 
-def plot_ascent(path, x, result, index=0, *, true=None, steps=(0, 5, 10, 15, 20)):
-    """The lecture's untargeted attack: one image after 0, 5, 10, 15 and 20 steps.
+def plot_ascent(path, x, result, index=0, *, true=None, steps=None, step=None):
+    """The lecture's untargeted attack: one image after each of ``steps`` steps.
 
     x: the clean images attacked; result: :func:`scratchadv.attacks.gradient_ascent`'s
-    result; index: which image. Step 0 is the clean image.
+    result; index: which image. ``steps``: which snapshots to show (default: all the
+    result holds, from 0; the lecture's figure: 0, 5, 10, 15, 20); step 0 is the clean image.
+    ``step``: the attack's step size, for the title (it is not part of the result).
     """
+    if steps is None:
+        steps = sorted({0} | set(result.snapshots))
     imgs, probs, titles = [], [], []
     for k in steps:
         if k == 0:
             imgs.append(x[index])
-            probs.append(_clean_probs(result, index, k))
+            probs.append(_clean_probs(result, index))
         elif k in result.snapshots:
             imgs.append(result.snapshots[k][index])
             probs.append(result.snapshot_probs[k][index])
@@ -165,14 +169,15 @@ def plot_ascent(path, x, result, index=0, *, true=None, steps=(0, 5, 10, 15, 20)
             continue
         titles.append("original" if k == 0 else f"after {k} steps")
     n_used = int(result.steps[index])
-    sup = f"untargeted gradient ascent (step 0.05 g / max|g|): misclassified after {n_used} steps" \
-        if result.success[index] else "untargeted gradient ascent: still correct after all steps"
+    rule = f" (step {step:g} g / max|g|)" if step is not None else ""
+    sup = f"untargeted gradient ascent{rule}: misclassified after {n_used} steps" \
+        if result.success[index] else f"untargeted gradient ascent{rule}: still correct after all steps"
     trues = [true] * len(imgs) if true is not None else None
     return plot_grid(path, onp.stack(imgs), onp.stack(probs), titles=titles, trues=trues,
                      ncols=len(imgs), suptitle=sup)
 
 
-def _clean_probs(result, index, k):
+def _clean_probs(result, index):
     if 0 in result.snapshot_probs:
         return result.snapshot_probs[0][index]
     raise ValueError("plot_ascent: step 0 needs the clean probabilities; run gradient_ascent "

@@ -9,7 +9,7 @@ from conftest import tiny_images
 from scratchadv.defenses import (DEFAULTS, adversarial_batch_transform, eps_at_epoch,
                                  gradreg_loss_fn, make_defense, pgd_linf_max_loss)
 from scratchadv.losses import input_gradient, loss, per_example_loss
-from scratchadv.model import get_architecture, init_params, predict
+from scratchadv.model import get_architecture, init_params
 
 
 def _batch(n=16, seed=0, dtype=np.float32):

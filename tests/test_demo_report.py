@@ -91,3 +91,14 @@ def test_a_partial_run_says_what_is_missing(results):
     assert f"## {TITLES['targeted']}" not in readme
     assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme) == [
         f for k in ("train", "fake") for f in results["sections"][k]["figures"]]
+
+
+def test_ascent_text_states_the_settings_it_ran_with(results):
+    """The ascent's step, step budget and snapshot steps come from the results, not the text."""
+    text = section_text(format_readme(results), "untargeted")
+    assert "x + 0.05 * g / max|g|" in text and "at most 20 steps" in text and "0/5/10/15/20" in text
+    other = copy.deepcopy(results)
+    other["sections"]["untargeted"]["ascent"].update(step=0.1, max_steps=12, snapshot_steps=[0, 6, 12])
+    text = section_text(format_readme(other), "untargeted")
+    assert "x + 0.1 * g / max|g|" in text and "at most 12 steps" in text and "within 12 steps" in text
+    assert "0/6/12" in text and "0.05" not in text

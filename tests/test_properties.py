@@ -5,7 +5,6 @@ keep the input dtype and shape, eps = 0 is the identity, and the same seed gives
 same bits.
 """
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

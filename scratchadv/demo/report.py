@@ -91,17 +91,19 @@ def _robust_table(rows, refs, natural=True):
 def _md_untargeted(r, refs, fig_no):
     a, rob = r["ascent"], r["robustness"]
     lines = ["**The lecture's attack.** Start at a correctly classified test \"7\" (test image "
-             f"#{a['index']}) and climb the loss of its true label: `x <- clip(x + 0.05 * g / max|g|, 0, 1)` "
-             "(the most sensitive pixel moves by 0.05, the others proportionally), at most 20 steps, "
+             f"#{a['index']}) and climb the loss of its true label: `x <- clip(x + {a['step']:g} * g / max|g|, 0, 1)` "
+             f"(the most sensitive pixel moves by {a['step']:g}, the others proportionally), at most "
+             f"{a['max_steps']} steps, "
              "stopping as soon as the prediction is wrong.", "",
              f"The \"7\" is classified as **{a['final_pred']}** (probability {a['final_prob']:.3f}) after "
              f"{a['steps_used']} steps; the change has Linf {a['linf']:.3f} and L2 {a['l2']:.2f}. "
              f"On the first {a['n']} test images, the same attack flips {_pct(a['success_rate'])} of the "
-             f"{a['n_clean_correct']} correctly classified ones within 20 steps (median "
+             f"{a['n_clean_correct']} correctly classified ones within {a['max_steps']} steps (median "
              f"{_fmt(a['median_steps'], 'g')} steps for those flipped; over all of them, median change "
              f"Linf {_fmt(a['median_linf'])}, L2 {_fmt(a['median_l2'], '.2f')}).", ""]
     lines += _img(r["figures"][0], "The untargeted ascent on a \"7\": the image and the prediction "
-                  "vector after 0/5/10/15/20 steps (a stopped image keeps its last state).", fig_no)
+                  f"vector after {'/'.join(str(k) for k in a['snapshot_steps'])} steps (a stopped image "
+                  "keeps its last state).", fig_no)
     lines += _img(r["figures"][1], "Clean image, the perturbation (colour scale: its own maximum) and "
                   "the adversarial image.", fig_no + 1)
     lines += ["**Robust accuracy against eps.** FGSM (one signed-gradient step, Goodfellow et al. 2015) "

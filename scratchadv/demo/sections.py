@@ -118,7 +118,7 @@ def section_untargeted(ctx):
     one = gradient_ascent(params, x7, y7, step=s["ascent_step"], steps=s["ascent_steps"],
                           snapshot_steps=snaps, predict_fn=predict_fn)
     figs = ["fig3-ascent.png", "fig3-perturbation.png", "fig3-robust-accuracy.png"]
-    plot_ascent(_figure(ctx, figs[0]), x7, one, 0, true=7, steps=snaps)
+    plot_ascent(_figure(ctx, figs[0]), x7, one, 0, true=7, steps=snaps, step=s["ascent_step"])
     plot_perturbation(_figure(ctx, figs[1]), x7[0], one.x_adv[0], one.snapshot_probs[0][0], one.probs[0],
                       true=7, title=f"the \"7\" after the ascent ({int(one.steps[0])} steps)")
     n = s["ascent_n"]
@@ -127,7 +127,8 @@ def section_untargeted(ctx):
     clean_pred = onp.argmax(predict_batched(params, x_te[:n], predict_fn=predict_fn), 1)
     summary = summarize(many, y_te[:n], clean_pred)
     flipped = many.success & (clean_pred == y_te[:n])
-    ascent = {"index": i7, "steps_used": int(one.steps[0]), "success": bool(one.success[0]),
+    ascent = {"index": i7, "step": s["ascent_step"], "max_steps": s["ascent_steps"],
+              "snapshot_steps": list(snaps), "steps_used": int(one.steps[0]), "success": bool(one.success[0]),
               "final_pred": int(one.pred[0]), "final_prob": float(one.probs[0].max()),
               "linf": float(one.linf[0]), "l2": float(one.l2[0]),
               "probs_by_step": {str(k): v[0].tolist() for k, v in one.snapshot_probs.items()},
@@ -245,7 +246,7 @@ def section_shallow_vs_deep(ctx):
 
 def section_targeted(ctx):
     """5. Lecture's targeted penalty attack: one "7" to each class; rates on many test images."""
-    from ..attacks import penalty_attack, pgd, summarize
+    from ..attacks import default_step_size, penalty_attack, pgd, summarize
     from ..model import predict_batched
     from ..plots import plot_targeted_grid
     s = ctx["settings"]
@@ -276,7 +277,7 @@ def section_targeted(ctx):
                              lr=s["penalty_lr"], predict_fn=predict_fn, verbose=ctx["verbose"])
         stats[f"penalty-{pen}"] = summarize(res, y, clean_pred)
     eps, k = s["targeted_pgd_eps"], s["targeted_pgd_steps"]
-    res = pgd(params, x, y, eps=eps, steps=k, step_size=2.5 * eps / k, norm="linf", target=t,
+    res = pgd(params, x, y, eps=eps, steps=k, step_size=default_step_size(eps, k), norm="linf", target=t,
               rng=_rng(ctx, 50), predict_fn=predict_fn, verbose=ctx["verbose"])
     stats["pgd-linf"] = summarize(res, y, clean_pred)
     r = {"index": i7, "lam": s["penalty_lam"], "steps": s["penalty_steps"], "lr": s["penalty_lr"],

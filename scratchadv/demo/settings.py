@@ -40,7 +40,7 @@ SETTING_DOCS = {
     "n_val": "test images used as validation data during training",
     "fake_steps": "gradient steps of the fake-image descent",
     "fake_lr": "learning rate of the fake-image descent",
-    "ascent_step": "untargeted ascent: step 0.05 * g / max|g|",
+    "ascent_step": "untargeted ascent: the step a of x <- x + a * g / max|g|",
     "ascent_steps": "untargeted ascent: maximum steps",
     "ascent_n": "test images for the ascent's success rate",
     "eval_n": "test images for robust accuracy (sections 3, 6, 7)",

@@ -16,7 +16,7 @@ import time
 
 import numpy as onp
 
-from ..attacks import fgsm, pgd
+from ..attacks import default_step_size, fgsm, pgd
 from ..losses import input_gradient
 from ..model import predict
 from ..progress import Progress
@@ -42,8 +42,9 @@ def l2_radius(eps, scale=L2_SCALE):
 
 
 def pgd_step_size(radius, steps):
-    """2.5 * radius / steps (Madry et al. 2018): enough to cross the ball and come back."""
-    return 2.5 * radius / steps
+    """2.5 * radius / steps (Madry et al. 2018): enough to cross the ball and come back.
+    The one rule of :func:`scratchadv.attacks.default_step_size`, under the name reports use."""
+    return default_step_size(radius, steps)
 
 
 def worst_case(clean_correct, correct_by_attack):
