@@ -5,19 +5,23 @@ Modules (data flows one way, top to bottom):
     validate, progress, fileio   argument checks, progress bars, atomic writes
     data        MNIST: find, download (checksummed, atomic), parse IDX
     ops         differentiable primitives: conv2d, maxpool2d, relu, dense, log_softmax
-    model       the lecture CNN (and softmax regression, an MLP): predict(params, x)
+    model       each architecture declared once as a layer list -> specs, init, predict
     losses      loss, input_gradient, gradient_regularized_loss (double backprop)
     optim       RMSprop, SGD with momentum, Adam as pure functions over param dicts
     checkpoint  model files: .npz + JSON metadata, no pickle, atomic
-    train       fit(): batches, epochs, validation, checkpoints, exact resume
-    attacks     fake images, the lecture's ascent and penalty attack, FGSM, PGD
+    train       fit(): batches, epochs, validation, checkpoints, exact resume; plan_training
+    cache       trained models kept by their training config
+    attacks/    geometry (norms, step size), pgd (FGSM, PGD, minimal perturbation),
+                lecture (fake images, ascent, penalty attack), result, gradients, dataset
     defenses    adversarial (min-max) training, gradient regularization
-    evaluate    robust accuracy, worst case over attacks, sanity checks, reports
+    evaluate/   protocol (worst case over attacks), checks (sanity, one function each),
+                report (Markdown, files), model_file (evaluate_file)
     gradcheck   finite-difference gradient checks (first and second order)
     interchange PyTorch state_dict and Keras weight layouts
-    torch_model the same networks in torch.nn (optional; imports torch lazily)
-    plots       the lecture's figures
-    demo        the whole lecture as a report folder
+    frameworks/ the same networks in torch.nn (optional; imports torch lazily);
+                torch_model re-exports it
+    plots       every figure
+    demo/       the whole lecture as a report folder: settings, sections, report, run
     cli         the ``scratchadv`` command
 """
 __version__ = "0.1.1"
