@@ -468,6 +468,9 @@ def _add_attack(p):
     p.add_argument("--lam", type=float, default=30.0, help="penalty: weight of the closeness term (default 30)")
     p.add_argument("--penalty", default="l1", choices=["l1", "l2"],
                    help="penalty: mean |x - x*| (l1, default) or mean (x - x*)^2 (l2)")
+    p.add_argument("--loss", default="ce", choices=["ce", "lecture"],
+                   help="ascent/penalty: cross-entropy (ce, default) or the slides' own loss "
+                        "(lecture: Keras's binary_crossentropy(pred, target), ~3.2 (1 - p))")
     p.add_argument("--n", type=int, default=1000, help="attack the first N test images (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
     p.add_argument("--metrics", default=None, help="write a JSON summary here")
@@ -512,6 +515,7 @@ def _run_attack(args):
         "--step-size": (args.step_size is not None, ("pgd", "ascent", "penalty")),
         "--lam": (args.lam != 30.0, ("penalty",)),
         "--penalty": (args.penalty != "l1", ("penalty",)),
+        "--loss": (args.loss != "ce", ("ascent", "penalty")),
     }
     for name, (given, methods) in misplaced.items():
         if given and m not in methods:
@@ -531,11 +535,11 @@ def _run_attack(args):
                    "restarts": args.restarts, "random_start": not args.no_random_start}
     elif m == "ascent":
         options = {"steps": args.steps or 20,
-                   "step": args.step_size if args.step_size is not None else 0.05}
+                   "step": args.step_size if args.step_size is not None else 0.05, "loss": args.loss}
     else:
         options = {"steps": args.steps or 100,
                    "lr": args.step_size if args.step_size is not None else 0.1,
-                   "lam": args.lam, "penalty": args.penalty}
+                   "lam": args.lam, "penalty": args.penalty, "loss": args.loss}
 
     params, arch = _load_attack_model(args.model)
     x, y = _load_test(args)
@@ -583,7 +587,8 @@ def _attack_figure(path, method, args, config, xs, ys, ts, res, params, arch):
         imgs, pr, tg = [imgs[j] for j in order], [pr[j] for j in order], [tg[j] for j in order]
         titles = [f"target {t}" + ("  (clean)" if per == 9 and t == int(ys[0]) else "")
                   for t in tg]
-        what = (f"targeted {method}: CE(target) + {args.lam:g} * mean{'|d|' if args.penalty == 'l1' else ' d^2'}"
+        fit = "CE(target)" if args.loss == "ce" else "slides' loss(target)"
+        what = (f"targeted {method}: {fit} + {args.lam:g} * mean{'|d|' if args.penalty == 'l1' else ' d^2'}"
                 if method == "penalty" else f"targeted {method} {args.norm}")
         return plots.plot_grid(path, np.stack(imgs), np.stack(pr), titles=titles, targets=tg,
                                trues=[int(ys[0])] * 10, ncols=5,
@@ -604,6 +609,9 @@ def _add_fake(p):
     p.add_argument("--target", default="all", help="a class 0-9 or 'all' (one image per class, default)")
     p.add_argument("--steps", type=int, default=10, help="gradient steps (default 10, the lecture's)")
     p.add_argument("--lr", type=float, default=0.5, help="learning rate (default 0.5, the lecture's)")
+    p.add_argument("--loss", default="ce", choices=["ce", "lecture"],
+                   help="descend the target's cross-entropy (ce, default) or the slides' own loss "
+                        "(lecture: Keras's binary_crossentropy(pred, target), ~3.2 (1 - p_target))")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
     p.add_argument("--figure", default=None, help="write a PNG of the images and their predictions")
     p.add_argument("--metrics", default=None, help="write a JSON summary here")
@@ -633,7 +641,7 @@ def _run_fake(args):
     check_writable(args.metrics, "--metrics")
     check_writable(args.figure, "--figure")
     params, arch = _load_attack_model(args.model)
-    res = fake_image(params, targets, steps=args.steps, lr=args.lr,
+    res = fake_image(params, targets, steps=args.steps, lr=args.lr, loss=args.loss,
                      rng=np.random.default_rng(args.seed), predict_fn=arch.predict,
                      verbose=not args.quiet)
     p = res.probs[np.arange(len(targets)), targets]
@@ -643,7 +651,7 @@ def _run_fake(args):
     if args.metrics:
         atomic_write_json(args.metrics, {
             "model": os.path.abspath(args.model), "architecture": arch.name,
-            "steps": args.steps, "lr": args.lr, "seed": args.seed,
+            "steps": args.steps, "lr": args.lr, "loss": args.loss, "seed": args.seed,
             "target_prob": {str(int(t)): float(v) for t, v in zip(targets, p)},
             "predicted": {str(int(t)): int(k) for t, k in zip(targets, res.pred)},
             "min_target_prob": float(p.min()),

@@ -44,19 +44,20 @@ def capture(predict_fn, box):
     return f
 
 
-def loss_grad(params, x, labels, predict_fn):
-    """One forward + backward: (ce (N,), d ce_i / d x_i (N, 1, 28, 28), logits (N, 10)).
+def loss_grad(params, x, labels, predict_fn, objective=per_example_cross_entropy):
+    """One forward + backward: (loss (N,), d loss_i / d x_i (N, 1, 28, 28), logits (N, 10)).
 
+    ``objective(logits, labels) -> (N,)``: the per-example loss (default cross-entropy).
     No validation: the caller checked its inputs at its entry.
     """
     box = {}
     f = capture(predict_fn, box)
-    vjp, ce = make_vjp(lambda xx: per_example_cross_entropy(f(params, xx), labels))(x)
+    vjp, ce = make_vjp(lambda xx: objective(f(params, xx), labels))(x)
     g = vjp(onp.ones_like(ce))
     return ce, g, box["logits"]
 
 
-def loss_only(params, x, labels, predict_fn):
-    """Forward only: (ce (N,), logits (N, 10)). No validation."""
+def loss_only(params, x, labels, predict_fn, objective=per_example_cross_entropy):
+    """Forward only: (loss (N,), logits (N, 10)). No validation."""
     logits = predict_fn(params, x)
-    return per_example_cross_entropy(logits, labels), logits
+    return objective(logits, labels), logits
