@@ -16,7 +16,13 @@ setup(
     python_requires=">=3.9",
     install_requires=["numpy>=1.22", "autograd>=1.6", "matplotlib>=3.5"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # what the tests use beside the library; reference implementations are pinned, and
+        # the library itself never imports them
+        "test": ["pytest>=7", "hypothesis>=6",
+                 "keras==3.15.1",                    # the slides' Keras model (torch backend)
+                 "pyautoattack==0.2.0",              # the original AutoAttack (fra31/auto-attack)
+                 "foolbox==3.3.4",                   # CW-L2, DeepFool references
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],   # the notebook
         "torch": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["scratchadv=scratchadv.cli:main"]},
