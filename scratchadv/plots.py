@@ -184,16 +184,18 @@ def _clean_probs(result, index):
                      "with 0 in snapshot_steps (the default snapshot_steps=(0, 5, 10, 15, 20))")
 
 
-def plot_targeted_grid(path, result, *, true=None, penalty=None, lam=None):
+def plot_targeted_grid(path, result, *, true=None, penalty=None, lam=None, loss="ce"):
     """One image pushed to each of the ten classes (the lecture's targeted grid).
 
-    result: an attack result over ten copies of one image with targets 0..9.
+    result: an attack result over ten copies of one image with targets 0..9; ``penalty``,
+    ``lam``, ``loss`` ("ce" or "lecture", the slides' loss): for the title.
     """
     t = result.target
     titles = [f"target {int(c)}  L2 {result.l2[i]:.2f}" for i, c in enumerate(t)]
     what = "targeted attack"
     if penalty is not None:
-        what += f": CE(target) + {lam:g} * mean{'|d|' if penalty == 'l1' else ' d^2'}"
+        fit = "CE(target)" if loss == "ce" else "slides' BCE(pred, target)"
+        what += f": {fit} + {lam:g} * mean{'|d|' if penalty == 'l1' else ' d^2'}"
     return plot_grid(path, result.x_adv, result.probs, titles=titles, targets=list(t),
                      trues=[true] * len(t) if true is not None else None, ncols=5,
                      suptitle=what)

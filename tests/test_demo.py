@@ -106,8 +106,10 @@ def test_quick_demo_results_are_sane(quick_runs):
     assert frac(t["train_accuracy"]) and t["val_accuracy"] > 0.6       # far above chance (0.1)
     f = s["fake"]
     assert len(f["target_probability"]) == 10 and all(frac(p) for p in f["target_probability"])
-    assert f["n_success"] >= 5                          # the descent works for most classes
-    assert all(row[-1] < row[0] for row in f["loss_per_step"])
+    assert f["loss"] == "lecture"                       # the slides' own loss, CE beside it
+    assert f["cross_entropy"]["n_success"] >= 5         # the descent works for most classes
+    for run in (f, f["cross_entropy"]):
+        assert all(row[-1] < row[0] for row in run["loss_per_step"])
     u = s["untargeted"]
     assert u["ascent"]["success_rate"] > 0.5
     rows = u["rows"]
@@ -126,6 +128,7 @@ def test_quick_demo_results_are_sane(quick_runs):
         assert frac(r["fgsm025_error"]) and frac(r["test_accuracy"])
     tg = s["targeted"]
     assert sum(tg["grid"]["l1"]["success"]) >= 5 and sum(tg["grid"]["l2"]["success"]) >= 5
+    assert "lecture-l1" in tg["grid"] and frac(tg["stats"]["penalty-lecture-l1"]["success_rate"])
     for k in ("penalty-l1", "penalty-l2", "pgd-linf"):
         assert frac(tg["stats"][k]["success_rate"]) and tg["stats"][k]["success_rate"] > 0.3
     assert tg["stats"]["pgd-linf"]["median_linf"] <= res["settings"]["targeted_pgd_eps"] + 1e-6

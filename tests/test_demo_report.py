@@ -72,8 +72,13 @@ def test_numbers_land_in_their_tables(results):
     row = table_row(section_text(readme, "untargeted"), "0.3")
     assert row[1:5] == [f"{100 * at03[k]:.1f}%" for k in ("fgsm", "pgd", "worst_case", "noise")]
     assert row[5] == "11.3%"                      # Ross & Doshi-Velez's natural model beside it
-    fake = table_row(section_text(readme, "fake"), "P(target)")
+    fake = table_row(section_text(readme, "fake"), "P(target), the slides' loss")
     assert fake[1:] == [f"{p:.3f}" for p in s["fake"]["target_probability"]]
+    fake_ce = table_row(section_text(readme, "fake"), "P(target), cross-entropy")
+    assert fake_ce[1:] == [f"{p:.3f}" for p in s["fake"]["cross_entropy"]["target_probability"]]
+    assert s["fake"]["loss"] == "lecture" and "What the slides' code computes" in section_text(readme, "fake")
+    grid = table_row(section_text(readme, "targeted"), "P(target), slides' loss, L1 penalty")
+    assert grid[1:] == [f"{p:.2f}" for p in s["targeted"]["grid"]["lecture-l1"]["target_probability"]]
     comp = table_row(section_text(readme, "gradient_regularization"), "pgd-trained")
     assert comp[1] == f"{100 * s['adversarial_training']['clean_accuracy']:.1f}%"
 

@@ -22,9 +22,9 @@ labels and the one-hot target as the "prediction", which Keras clips to
 ``c * (1 - p_target) + O(1e-7)`` with ``c = 2 log(1/1e-7) / 10 ~ 3.22``: linear in the
 target's probability, not ``-log p_target``. That explains the slides' trace (loss
 3.039 on noise, p_target ~ 0.057; 0.0079 after 10 steps, p ~ 0.9976) and why
-cross-entropy with the same 10 steps of 0.5 stops short: its gradient
-``-(1/p) dp/dx`` is large where p is small and small where p is near 1, the opposite of
-the slides' ``-c dp/dx``. Under the ascent's normalization ``g / max|g|`` the two losses
+cross-entropy with the same 10 steps of 0.5 can stop short: the slides' gradient
+``-c dp/dx`` is cross-entropy's ``-(1/p) dp/dx`` times ``c p``, weaker while p is small
+and about three times stronger as p nears 1. Under the ascent's normalization ``g / max|g|`` the two losses
 give the same steps (their gradients differ by a positive factor per image). The
 library's default stays cross-entropy (``loss="ce"``).
 """

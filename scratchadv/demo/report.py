@@ -54,21 +54,43 @@ def _md_train(r, refs, fig_no):
     return lines
 
 
+SLIDES_LOSS_NOTE = (
+    "**What the slides' code computes.** The slides call "
+    "`keras.metrics.binary_crossentropy(pred, fake_target)`, but Keras's signature is "
+    "`binary_crossentropy(y_true, y_pred)`: the model's probabilities go in as the *labels* and the "
+    "one-hot target as the *prediction*, which Keras clips to [1e-7, 1 - 1e-7]. The mean over the "
+    "10 outputs is then `3.22 * (1 - p_target)` (plus a term of order 1e-7): linear in the target's "
+    "probability, not `-log p_target`. Its gradient is cross-entropy's times 3.22 p_target: much "
+    "weaker while p_target is small, about three times stronger as p_target nears 1. So 10 steps of "
+    "0.5 push a confident image further towards 1, while an image far from its target hardly moves. The demo "
+    "runs the slides' loss (`loss=\"lecture\"`) and, from the same starting points, cross-entropy "
+    "(the library's default, `loss=\"ce\"`).")
+
+
 def _md_fake(r, refs, fig_no):
     p = r["target_probability"]
-    lines = ["Keep the weights fixed, start from uniform noise and descend the cross-entropy of a "
-             f"chosen class with respect to the *image*: `x <- clip(x - {r['lr']:g} * dL/dx, 0, 1)`, "
+    ce = r.get("cross_entropy")
+    lines = ["Keep the weights fixed, start from uniform noise and descend the loss of a chosen "
+             f"class with respect to the *image*: `x <- clip(x - {r['lr']:g} * dL/dx, 0, 1)`, "
              f"{r['steps']} steps (lecture: 10 steps, learning rate 0.5). The network is confident "
-             "about images that look like nothing to a human.", "",
+             "about images that look like nothing to a human.", "", SLIDES_LOSS_NOTE, "",
              "| target | " + " | ".join(str(k) for k in range(10)) + " |",
              "|---" * 11 + "|",
-             "| P(target) | " + " | ".join(f"{v:.3f}" for v in p) + " |", "",
-             f"{r['n_success']}/10 fake images are classified as their target; the smallest target "
-             f"probability is {r['min_target_probability']:.3f}. Lecture: {refs['lecture_fake_prob_0']:.3f} "
-             f"for \"0\" (here {p[0]:.3f}).", ""]
-    lines += _img(r["figures"][0], "Fake images from uniform noise, one per class, with the model's "
-                  "prediction vectors (hatched bar: the target).", fig_no)
-    lines += _img(r["figures"][1], "Cross-entropy of the target class at each step (log scale).", fig_no + 1)
+             "| P(target), the slides' loss | " + " | ".join(f"{v:.3f}" for v in p) + " |"]
+    if ce:
+        lines.append("| P(target), cross-entropy | "
+                     + " | ".join(f"{v:.3f}" for v in ce["target_probability"]) + " |")
+    lines += ["", f"With the slides' loss {r['n_success']}/10 fake images are classified as their target; "
+              f"the smallest target probability is {r['min_target_probability']:.3f}"
+              + (f" (cross-entropy: {ce['n_success']}/10, smallest {ce['min_target_probability']:.3f})"
+                 if ce else "")
+              + f". Lecture: {refs['lecture_fake_prob_0']:.3f} for \"0\" (here {p[0]:.3f}).", ""]
+    lines += _img(r["figures"][0], "Fake images from uniform noise with the slides' loss, one per class, "
+                  "with the model's prediction vectors (hatched bar: the target).", fig_no)
+    lines += _img(r["figures"][1], "The slides' loss of the target class at each step (log scale).",
+                  fig_no + 1)
+    if len(r["figures"]) > 2:
+        lines += _img(r["figures"][2], "The same noise, descending cross-entropy instead.", fig_no + 2)
     return lines
 
 
@@ -165,18 +187,23 @@ def _md_shallow(r, refs, fig_no):
     return lines
 
 
+_GRID_NAMES = {"lecture-l1": "slides' loss, L1 penalty", "l1": "CE, L1 penalty", "l2": "CE, L2 penalty"}
+
+
 def _md_targeted(r, refs, fig_no):
-    lines = ["The lecture's targeted attack minimises `CE(target, f(x')) + lam * mean|x' - x|` (L1 "
+    lines = ["The lecture's targeted attack minimises `L(target, f(x')) + lam * mean|x' - x|` (L1 "
              "penalty) or `+ lam * mean (x' - x)^2` (L2 penalty) by gradient descent from the real "
              f"image, clipped to [0, 1]: lam {r['lam']:g} (the lecture's), {r['steps']} steps of "
              f"learning rate {r['lr']:g}. The penalty keeps the image close to the original instead "
-             "of a hard eps-ball.", "",
+             "of a hard eps-ball. The slides' code uses L = the swapped binary cross-entropy of "
+             "section 2 (about 3.22 (1 - p_target)), which weighs less against the penalty than "
+             "cross-entropy does where p_target is small; both are shown.", "",
              f"One \"7\" (test image #{r['index']}) pushed to each class:", "",
              "| target | " + " | ".join(str(k) for k in range(10)) + " |", "|---" * 11 + "|"]
-    for pen in ("l1", "l2"):
-        g = r["grid"][pen]
-        lines.append(f"| P(target), {pen.upper()} penalty | " + " | ".join(f"{v:.2f}" for v in g["target_probability"]) + " |")
-        lines.append(f"| L2 of the change, {pen.upper()} penalty | " + " | ".join(f"{v:.2f}" for v in g["l2"]) + " |")
+    for key, g in r["grid"].items():
+        name = _GRID_NAMES.get(key, f"CE, {key.upper()} penalty")
+        lines.append(f"| P(target), {name} | " + " | ".join(f"{v:.2f}" for v in g["target_probability"]) + " |")
+        lines.append(f"| L2 of the change, {name} | " + " | ".join(f"{v:.2f}" for v in g["l2"]) + " |")
     lines += ["", f"On the first {r['n']} test images, each towards a random wrong class: the success "
               f"rate is the fraction classified as the target among the {r['n_attacked']} correctly "
               "classified images, and the perturbation sizes are medians over the same images "
@@ -184,15 +211,19 @@ def _md_targeted(r, refs, fig_no):
               f"Linf ball of radius {r['pgd_eps']:g} ({r['pgd_steps']} steps), is given for comparison "
               "(project target: >= 99% success).", "",
               "| attack | success rate | median L1 | median L2 | median Linf |", "|---|---|---|---|---|"]
-    names = {"penalty-l1": f"penalty, L1 (lam {r['lam']:g})", "penalty-l2": f"penalty, L2 (lam {r['lam']:g})",
+    names = {"penalty-lecture-l1": f"penalty, the slides' loss, L1 (lam {r['lam']:g})",
+             "penalty-l1": f"penalty, CE, L1 (lam {r['lam']:g})", "penalty-l2": f"penalty, CE, L2 (lam {r['lam']:g})",
              "pgd-linf": f"targeted PGD, Linf eps {r['pgd_eps']:g}"}
     for k, v in r["stats"].items():
         lines.append(f"| {names.get(k, k)} | {_pct(v['success_rate'])} | {_fmt(v['median_l1'], '.2f')} | "
                      f"{_fmt(v['median_l2'], '.2f')} | {_fmt(v['median_linf'])} |")
     lines.append("")
-    lines += _img(r["figures"][0], "One \"7\" pushed to each class with the L1 penalty (hatched bar: "
-                  "the target; outlined: the true class).", fig_no)
-    lines += _img(r["figures"][1], "The same with the squared-L2 penalty.", fig_no + 1)
+    captions = {"lecture-l1": "One \"7\" pushed to each class as the slides' code does (their loss, L1 "
+                              "penalty; hatched bar: the target; outlined: the true class).",
+                "l1": "The same with cross-entropy and the L1 penalty.",
+                "l2": "The same with cross-entropy and the squared-L2 penalty."}
+    for k, (key, fig) in enumerate(zip(r["grid"], r["figures"])):
+        lines += _img(fig, captions.get(key, f"The {key} grid."), fig_no + k)
     return lines
 
 

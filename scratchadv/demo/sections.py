@@ -80,25 +80,35 @@ def section_train(ctx):
 
 
 def section_fake(ctx):
-    """2. Lecture "Generate Fake Image": from uniform noise, descend CE(target), weights fixed."""
+    """2. Lecture "Generate Fake Image": from uniform noise, descend the target's loss, weights
+    fixed; the slides' own loss (loss="lecture"), and cross-entropy from the same noise beside it."""
     from ..attacks import fake_image
     from ..plots import plot_fake_images
     s = ctx["settings"]
     params, predict_fn = ctx["models"]["natural"]
     targets = onp.arange(10, dtype=onp.int64)
-    res = fake_image(params, targets, steps=s["fake_steps"], lr=s["fake_lr"], rng=_rng(ctx, 2),
-                     predict_fn=predict_fn, verbose=False)
-    figs = ["fig2-fake-images.png", "fig2-fake-loss.png"]
+    runs = {loss: fake_image(params, targets, steps=s["fake_steps"], lr=s["fake_lr"], rng=_rng(ctx, 2),
+                             predict_fn=predict_fn, verbose=False, loss=loss)
+            for loss in ("lecture", "ce")}           # the same noise for both (same generator)
+    figs = ["fig2-fake-images.png", "fig2-fake-loss.png", "fig2-fake-images-ce.png"]
+    res = runs["lecture"]
     plot_fake_images(_figure(ctx, figs[0]), res)
     plot_loss_per_step(_figure(ctx, figs[1]), res.loss_history, targets,
-                       title=f"fake images: loss per step (lr {s['fake_lr']:g}, from uniform noise)")
-    p = res.probs[onp.arange(10), targets]
-    r = {"steps": s["fake_steps"], "lr": s["fake_lr"], "target_probability": p.tolist(),
+                       title=f"fake images: the slides' loss per step (lr {s['fake_lr']:g}, from uniform noise)")
+    plot_fake_images(_figure(ctx, figs[2]), runs["ce"])
+
+    def probs(r):
+        return r.probs[onp.arange(10), targets]
+    p, pc = probs(res), probs(runs["ce"])
+    r = {"steps": s["fake_steps"], "lr": s["fake_lr"], "loss": "lecture", "target_probability": p.tolist(),
          "min_target_probability": float(p.min()), "success": res.success.tolist(),
          "n_success": int(res.success.sum()), "loss_per_step": res.loss_history.T.tolist(),
+         "cross_entropy": {"target_probability": pc.tolist(), "min_target_probability": float(pc.min()),
+                           "n_success": int(runs["ce"].success.sum()),
+                           "loss_per_step": runs["ce"].loss_history.T.tolist()},
          "figures": figs}
-    r["summary"] = (f"{r['n_success']}/10 classes reached; P(target) min {p.min():.3f}, "
-                    f"for \"0\" {p[0]:.3f} (lecture 0.998)")
+    r["summary"] = (f"{r['n_success']}/10 classes reached; P(target) min {p.min():.3f} with the slides' "
+                    f"loss, {pc.min():.3f} with cross-entropy; for \"0\" {p[0]:.3f} (lecture 0.998)")
     return r
 
 
@@ -258,24 +268,26 @@ def section_targeted(ctx):
     ten = onp.repeat(x_te[i7:i7 + 1], 10, axis=0)
     targets = onp.arange(10, dtype=onp.int64)
     figs, grid = [], {}
-    for pen in ("l1", "l2"):
+    # the slides' code (their loss, L1 penalty), then cross-entropy with either penalty
+    for key, pen, loss in (("lecture-l1", "l1", "lecture"), ("l1", "l1", "ce"), ("l2", "l2", "ce")):
         res = penalty_attack(params, ten, targets, lam=s["penalty_lam"], penalty=pen,
-                             steps=s["penalty_steps"], lr=s["penalty_lr"], predict_fn=predict_fn)
-        fig = f"fig5-targeted-{pen}.png"
-        plot_targeted_grid(_figure(ctx, fig), res, true=7, penalty=pen, lam=s["penalty_lam"])
+                             steps=s["penalty_steps"], lr=s["penalty_lr"], predict_fn=predict_fn, loss=loss)
+        fig = f"fig5-targeted-{key}.png"
+        plot_targeted_grid(_figure(ctx, fig), res, true=7, penalty=pen, lam=s["penalty_lam"], loss=loss)
         figs.append(fig)
-        grid[pen] = {"target_probability": res.probs[onp.arange(10), targets].tolist(),
+        grid[key] = {"target_probability": res.probs[onp.arange(10), targets].tolist(),
                      "success": res.success.tolist(), "l1": res.l1.tolist(), "l2": res.l2.tolist(),
-                     "linf": res.linf.tolist()}
+                     "linf": res.linf.tolist(), "loss": loss, "penalty": pen}
     n = s["targeted_n"]
     x, y = x_te[:n], y_te[:n]
     t = ((y + _rng(ctx, 5).integers(1, 10, size=n)) % 10).astype(onp.int64)   # a random wrong class
     clean_pred = onp.argmax(predict_batched(params, x, predict_fn=predict_fn), 1)
     stats = {}
-    for pen in ("l1", "l2"):
+    for key, pen, loss in (("penalty-lecture-l1", "l1", "lecture"), ("penalty-l1", "l1", "ce"),
+                           ("penalty-l2", "l2", "ce")):
         res = penalty_attack(params, x, t, lam=s["penalty_lam"], penalty=pen, steps=s["penalty_steps"],
-                             lr=s["penalty_lr"], predict_fn=predict_fn, verbose=ctx["verbose"])
-        stats[f"penalty-{pen}"] = summarize(res, y, clean_pred)
+                             lr=s["penalty_lr"], predict_fn=predict_fn, verbose=ctx["verbose"], loss=loss)
+        stats[key] = summarize(res, y, clean_pred)
     eps, k = s["targeted_pgd_eps"], s["targeted_pgd_steps"]
     res = pgd(params, x, y, eps=eps, steps=k, step_size=default_step_size(eps, k), norm="linf", target=t,
               rng=_rng(ctx, 50), predict_fn=predict_fn, verbose=ctx["verbose"])
@@ -283,8 +295,9 @@ def section_targeted(ctx):
     r = {"index": i7, "lam": s["penalty_lam"], "steps": s["penalty_steps"], "lr": s["penalty_lr"],
          "grid": grid, "n": n, "n_attacked": stats["pgd-linf"]["attacked"], "stats": stats,
          "pgd_eps": s["targeted_pgd_eps"], "pgd_steps": s["targeted_pgd_steps"], "figures": figs}
-    g1 = sum(grid["l1"]["success"])
-    r["summary"] = (f"the \"7\" reached {g1}/10 targets (L1 penalty); on {n} images: "
+    g1, g0 = sum(grid["l1"]["success"]), sum(grid["lecture-l1"]["success"])
+    r["summary"] = (f"the \"7\" reached {g0}/10 targets with the slides' loss, {g1}/10 with "
+                    f"cross-entropy (L1 penalty); on {n} images: "
                     + ", ".join(f"{k} {_pct(v['success_rate'])}" for k, v in stats.items()))
     return r
 
