@@ -39,10 +39,10 @@ Conventions shared by all attacks:
 """
 from .dataset import DatasetAttack, attack_dataset
 from .geometry import NORMS, default_step_size, get_norm
-from .lecture import fake_image, gradient_ascent, penalty_attack
+from .lecture import LOSSES, fake_image, gradient_ascent, penalty_attack, slides_loss
 from .pgd import fgsm, minimal_perturbation, pgd
 from .result import AttackResult, summarize
 
 __all__ = ["AttackResult", "fake_image", "gradient_ascent", "penalty_attack", "fgsm", "pgd",
            "minimal_perturbation", "summarize", "NORMS", "get_norm", "default_step_size",
-           "attack_dataset", "DatasetAttack"]
+           "attack_dataset", "DatasetAttack", "slides_loss", "LOSSES"]
