@@ -160,6 +160,54 @@ def test_l2_start_is_on_the_sphere():
     assert not np.array_equal(x0[0], x0[1])
 
 
+def window_mask(row, col, s):
+    m = np.zeros((28, 28), dtype=bool)
+    m[row:row + s, col:col + s] = True
+    return m
+
+
+def test_linf_proposal_moves_one_square_to_the_other_side():
+    x = np.full((2, 1, 28, 28), 0.5, dtype=np.float64)
+    ball = get_norm("linf").feasible(x, 0.1)
+    xb = x + 0.1 * np.where(np.arange(28) % 2, 1.0, -1.0)          # stripes
+    # corners floor(u * (28 - s)): s = 5 -> rows 0 and 11, columns 21 and 0; signs + and -
+    u = np.array([[0.0, 0.95, 0.7], [0.5, 0.0, 0.2]], dtype=np.float32)
+    out = SEARCHES["linf"].propose(x, xb, 0.1, 5, u, ball)
+    for i, (r, c, sg) in enumerate([(0, 21, 1.0), (11, 0, -1.0)]):
+        w = window_mask(r, c, 5)
+        assert np.allclose(out[i, 0][w], 0.5 + sg * 0.1)
+        assert np.array_equal(out[i, 0][~w], xb[i, 0][~w])
+
+
+def test_l2_proposal_moves_the_mass_of_two_windows_into_one():
+    # from a point on the sphere (no [0, 1] clipping): pixels outside W1 ∪ W2 stay, W2 \ W1
+    # is emptied, W1 holds the mass of both windows, in the direction
+    # pattern * sign + d_W1 / ||d_W1||, and the proposal is on the sphere again
+    eps, s = 1.0, 7
+    x = np.full((2, 1, 28, 28), 0.5)
+    ball = get_norm("l2").feasible(x, eps)
+    d = np.random.default_rng(0).normal(size=x.shape)
+    d *= eps / np.sqrt((d ** 2).sum((1, 2, 3), keepdims=True))
+    xb = x + d
+    # corners floor(u * 21): W1 at (0, 0) / (10, 10); W2 at (20, 20) / (13, 14) (overlapping)
+    u = np.array([[0.0, 0.0, 0.99, 0.99, 0.2, 0.9],
+                  [0.5, 0.5, 0.62, 0.67, 0.8, 0.1]], dtype=np.float32)
+    out = SEARCHES["l2"].propose(x, xb, eps, s, u, ball)
+    new = out - x
+    assert np.allclose(np.sqrt((new ** 2).sum((1, 2, 3))), eps)
+    for i, (w1, w2) in enumerate([((0, 0), (20, 20)), ((10, 10), (13, 14))]):
+        m1, m2 = window_mask(*w1, s), window_mask(*w2, s)
+        di, ni = d[i, 0], new[i, 0]
+        assert np.allclose(ni[~(m1 | m2)], di[~(m1 | m2)])
+        assert np.all(ni[m2 & ~m1] == 0)
+        assert np.isclose((ni[m1] ** 2).sum(), (di[m1 | m2] ** 2).sum())
+        pat = eta_pattern(s)[int(u[i, 4] > 0.5)] * (1 if u[i, 5] >= 0.5 else -1)
+        old = di[m1].reshape(s, s)
+        want = pat + old / np.linalg.norm(old)
+        got = ni[m1].reshape(s, s)
+        assert np.allclose(got / np.linalg.norm(got), want / np.linalg.norm(want))
+
+
 def linear(p, x):
     return x.reshape(len(x), -1) @ p["w"] + p["b"]
 
