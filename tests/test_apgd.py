@@ -312,7 +312,6 @@ def test_same_seed_same_bits(name, params, data):
 # --- bad inputs -------------------------------------------------------------------------
 
 def _bad_calls(params, x, y):
-    kw = dict(eps=0.1, steps=2)
     for f in (apgd, apgd_targeted):
         yield f, dict(x=x[:, 0]), ValueError, "x"
         yield f, dict(x=(x * 2)), ValueError, "x"
@@ -335,7 +334,6 @@ def _bad_calls(params, x, y):
     yield apgd, dict(loss="cw"), ValueError, "loss"
     yield apgd_targeted, dict(n_targets=0), ValueError, "n_targets"
     yield apgd_targeted, dict(n_targets=10), ValueError, "n_targets"
-    del kw
 
 
 def test_bad_inputs_are_refused_with_the_parameters_name(params, data):
@@ -392,13 +390,23 @@ def test_apgd_beats_pgd40(norm, eps, small_model, ours):
     assert ours("apgd-dlr", norm, eps).success.sum() >= base.success.sum()
 
 
+@pytest.fixture
+def torch1():
+    """torch on one thread for the test (two threads fight over the two shared cores)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(before)
+
+
 @pytest.mark.mnist
 @pytest.mark.parametrize("which, norm, eps, n", [
     ("apgd-ce", "linf", 0.1, N_CROSS), ("apgd-dlr", "linf", 0.1, N_CROSS),
     ("apgd-ce", "l2", 1.5, N_CROSS), ("apgd-dlr", "l2", 1.5, N_CROSS),
     ("apgd-t", "linf", 0.1, 100)])
-def test_robust_accuracy_matches_pyautoattack(which, norm, eps, n, small_model, ours):
-    torch = pytest.importorskip("torch")
+def test_robust_accuracy_matches_pyautoattack(which, norm, eps, n, small_model, ours, torch1):
+    torch = torch1
     base = pytest.importorskip("pyautoattack.autopgd_base")
     from scratchadv.torch_model import to_torch
     p, x, y = small_model

@@ -65,6 +65,7 @@ from ..validate import check_choice, check_float, check_images, check_int, check
 from .geometry import Norm, get_norm, l2_normalize, per_image
 from .gradients import check_model, check_rng, loss_grad, loss_only
 from .losses import _dlr, _targeted_dlr
+from .pgd import _check_flag
 from .result import build_result, concat_parts, empty_history
 
 __all__ = ["apgd", "apgd_targeted", "checkpoints", "halving_rule", "LOSSES"]
@@ -278,12 +279,6 @@ def _attack_chunk(params, x, make_label_sets, eps, starts, run, restarts, bar=No
     best["ce"] = per_example_cross_entropy(best["logits"], lab0[:, col])
     best["ce0"] = ce0
     return best
-
-
-def _check_flag(v, name):
-    if not isinstance(v, (bool, onp.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
-    return bool(v)
 
 
 def _run_chunks(params, x, make_label_sets, eps, run, restarts, n_sets, rng, verbose,
