@@ -17,10 +17,17 @@ Which file holds what:
                     made once at each attack's entry
 ``dataset.py``      :func:`attack_dataset`: one method on labelled images, targets expanded
                     ('each'), robust accuracy and per-target success (``scratchadv attack``)
+``apgd.py``         :func:`apgd` (APGD-CE / APGD-DLR), :func:`apgd_targeted` (APGD-T):
+                    Croce & Hein 2020; ``losses.py``: cross-entropy, DLR, targeted DLR
+``fab.py``          :func:`fab`, :func:`fab_targeted` (FAB-T): Croce & Hein 2020 (ICML)
+``square.py``       :func:`square`: the gradient-free Square Attack (Andriushchenko et al. 2020)
+``autoattack.py``   :func:`autoattack`: the standard ensemble of the four, per-image AND,
+                    resumable
 ==================  ==========================================================================
 
 (``scratchadv.attacks.pgd`` is the function; its module is
-``sys.modules["scratchadv.attacks.pgd"]``, reached by ``from scratchadv.attacks.pgd import ...``.)
+``sys.modules["scratchadv.attacks.pgd"]``, reached by ``from scratchadv.attacks.pgd import ...``;
+the same holds for ``square``, ``fab`` and ``autoattack``.)
 
 Conventions shared by all attacks:
 
@@ -37,12 +44,18 @@ Conventions shared by all attacks:
   ``numpy.random.default_rng(0)``, so results are reproducible by default.
 - Inputs are validated once, at the public entry; the loops do not re-check them.
 """
+from .apgd import apgd, apgd_targeted
 from .dataset import DatasetAttack, attack_dataset
+from .fab import fab, fab_targeted
 from .geometry import NORMS, default_step_size, get_norm
 from .lecture import LOSSES, fake_image, gradient_ascent, penalty_attack, slides_loss
 from .pgd import fgsm, minimal_perturbation, pgd
 from .result import AttackResult, summarize
+from .square import square
 
 __all__ = ["AttackResult", "fake_image", "gradient_ascent", "penalty_attack", "fgsm", "pgd",
            "minimal_perturbation", "summarize", "NORMS", "get_norm", "default_step_size",
-           "attack_dataset", "DatasetAttack", "slides_loss", "LOSSES"]
+           "attack_dataset", "DatasetAttack", "slides_loss", "LOSSES", "apgd", "apgd_targeted",
+           "fab", "fab_targeted", "square", "autoattack"]
+
+from .autoattack import autoattack  # noqa: E402  (it builds on the attacks above)

@@ -35,6 +35,8 @@ class AttackResult:
     snapshot_probs: {step: (N, 10)} their class probabilities.
     loss_history: (K + 1, N) float64 the minimised/maximised objective at each step
             (row 0: the start), for the lecture's iterative attacks; (0, N) otherwise.
+    details: dict of what an ensemble reports beyond the per-image fields
+            (:func:`scratchadv.attacks.autoattack.autoattack`); empty otherwise.
     """
     x_adv: onp.ndarray
     success: onp.ndarray
@@ -51,6 +53,7 @@ class AttackResult:
     snapshots: dict = field(default_factory=dict)
     snapshot_probs: dict = field(default_factory=dict)
     loss_history: onp.ndarray = None
+    details: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.x_adv)
