@@ -425,7 +425,8 @@ def _run_import(args):
 
 # --- attack / fake -----------------------------------------------------------
 
-_ATTACK_METHODS = ("fgsm", "pgd", "ascent", "penalty")
+_ATTACK_METHODS = ("fgsm", "pgd", "ascent", "penalty", "apgd", "apgd-t", "fab", "square", "autoattack")
+_BALL = ("fgsm", "pgd", "apgd", "apgd-t", "fab", "square", "autoattack")     # eps-bounded
 
 
 def _target_arg(text):
@@ -452,15 +453,19 @@ def _add_attack(p):
     p.add_argument("--model", required=True, help="a model file written by `scratchadv train`")
     p.add_argument("--method", required=True, choices=_ATTACK_METHODS,
                    help="fgsm, pgd (BIM with --no-random-start), ascent (lecture, untargeted), "
-                        "penalty (lecture, targeted)")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="fgsm/pgd ball (default linf)")
-    p.add_argument("--eps", type=float, default=None, help="fgsm/pgd radius (default 0.3 Linf, 2.0 L2)")
+                        "penalty (lecture, targeted), apgd (Auto-PGD, --loss ce|dlr), apgd-t and fab "
+                        "(targeted; without --target the 9 highest-ranked wrong classes, as "
+                        "AutoAttack), square (gradient-free), autoattack (the standard ensemble)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="the ball (default linf)")
+    p.add_argument("--eps", type=float, default=None, help="the ball's radius (default 0.3 Linf, 2.0 L2)")
     p.add_argument("--steps", type=int, default=None,
-                   help="iterations (default: pgd 40, ascent 20, penalty 100)")
+                   help="iterations (default: pgd 40, ascent 20, penalty 100, apgd/apgd-t/fab 100)")
+    p.add_argument("--queries", type=int, default=None, help="square: model queries per image (default 5000)")
     p.add_argument("--step-size", type=float, default=None,
                    help="pgd: 0.01 (Linf) or 2.5*eps/steps (L2); ascent: 0.05 (the lecture's); "
                         "penalty: learning rate 0.1")
-    p.add_argument("--restarts", type=int, default=1, help="pgd random restarts (default 1)")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="random restarts of pgd, apgd, apgd-t, fab, square (default 1)")
     p.add_argument("--no-random-start", action="store_true", help="pgd: start at x (BIM)")
     p.add_argument("--target", type=_target_arg, default=None,
                    help="a class 0-9, or 'each': every wrong class for each image "
@@ -468,9 +473,10 @@ def _add_attack(p):
     p.add_argument("--lam", type=float, default=30.0, help="penalty: weight of the closeness term (default 30)")
     p.add_argument("--penalty", default="l1", choices=["l1", "l2"],
                    help="penalty: mean |x - x*| (l1, default) or mean (x - x*)^2 (l2)")
-    p.add_argument("--loss", default="ce", choices=["ce", "lecture"],
+    p.add_argument("--loss", default="ce", choices=["ce", "lecture", "dlr"],
                    help="ascent/penalty: cross-entropy (ce, default) or the slides' own loss "
-                        "(lecture: Keras's binary_crossentropy(pred, target), ~3.2 (1 - p))")
+                        "(lecture: Keras's binary_crossentropy(pred, target), ~3.2 (1 - p)); "
+                        "apgd: ce (default) or dlr (Croce & Hein's difference of logits ratio)")
     p.add_argument("--n", type=int, default=1000, help="attack the first N test images (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
     p.add_argument("--metrics", default=None, help="write a JSON summary here")
@@ -507,19 +513,26 @@ def _run_attack(args):
         check_float(args.step_size, "--step-size", minimum=0, strict_min=True)
     flagged(check_method_target, m, args.target)
     misplaced = {
-        "--eps": (args.eps is not None, ("fgsm", "pgd")),
-        "--norm": (args.norm != "linf", ("fgsm", "pgd")),
-        "--restarts": (args.restarts != 1, ("pgd",)),
+        "--eps": (args.eps is not None, _BALL),
+        "--norm": (args.norm != "linf", _BALL),
+        "--restarts": (args.restarts != 1, ("pgd", "apgd", "apgd-t", "fab", "square")),
         "--no-random-start": (args.no_random_start, ("pgd",)),
-        "--steps": (args.steps is not None, ("pgd", "ascent", "penalty")),
+        "--steps": (args.steps is not None, ("pgd", "ascent", "penalty", "apgd", "apgd-t", "fab")),
         "--step-size": (args.step_size is not None, ("pgd", "ascent", "penalty")),
+        "--queries": (args.queries is not None, ("square",)),
         "--lam": (args.lam != 30.0, ("penalty",)),
         "--penalty": (args.penalty != "l1", ("penalty",)),
-        "--loss": (args.loss != "ce", ("ascent", "penalty")),
+        "--loss": (args.loss != "ce", ("ascent", "penalty", "apgd")),
     }
     for name, (given, methods) in misplaced.items():
         if given and m not in methods:
             raise ValueError(f"{name}: not used by --method {m} (only by {', '.join(methods)})")
+    if args.loss == "dlr" and m != "apgd":
+        raise ValueError(f"--loss: dlr is a loss of --method apgd, not of {m}")
+    if args.loss == "lecture" and m == "apgd":
+        raise ValueError("--loss: apgd takes ce or dlr")
+    if args.queries is not None:
+        check_int(args.queries, "--queries", minimum=1)
     eps = args.eps if args.eps is not None else (0.3 if args.norm == "linf" else 2.0)
     check_float(eps, "--eps", minimum=0)
     check_writable(args.metrics, "--metrics")
@@ -536,10 +549,20 @@ def _run_attack(args):
     elif m == "ascent":
         options = {"steps": args.steps or 20,
                    "step": args.step_size if args.step_size is not None else 0.05, "loss": args.loss}
-    else:
+    elif m == "penalty":
         options = {"steps": args.steps or 100,
                    "lr": args.step_size if args.step_size is not None else 0.1,
                    "lam": args.lam, "penalty": args.penalty, "loss": args.loss}
+    elif m == "apgd":
+        options = {"norm": args.norm, "eps": eps, "loss": args.loss, "steps": args.steps or 100,
+                   "restarts": args.restarts}
+    elif m in ("apgd-t", "fab"):
+        options = {"norm": args.norm, "eps": eps, "steps": args.steps or 100, "restarts": args.restarts}
+    elif m == "square":
+        options = {"norm": args.norm, "eps": eps, "queries": args.queries or 5000,
+                   "restarts": args.restarts}
+    else:                                       # autoattack: seeded by position, not by rng
+        options = {"norm": args.norm, "eps": eps, "seed": args.seed}
 
     params, arch = _load_attack_model(args.model)
     x, y = _load_test(args)
@@ -549,11 +572,20 @@ def _run_attack(args):
     config = {"method": m, "model": os.path.abspath(args.model), "architecture": arch.name,
               "target": args.target, "seed": args.seed, **options}
     metrics["config"] = config
-    print(f"{m}{' ' + args.norm if m in ('fgsm', 'pgd') else ''}: clean acc {metrics['clean_acc']:.4f}, "
+    print(f"{m}{' ' + args.norm if m in _BALL else ''}: clean acc {metrics['clean_acc']:.4f}, "
           f"robust acc {metrics['robust_acc']:.4f}, success rate {metrics['success_rate']:.4f} "
           f"on {n} images ({metrics['seconds']:.1f}s)")
     print(f"  perturbation (median over attacked images): Linf {metrics['median_linf']:.4f}, "
           f"L2 {metrics['median_l2']:.4f}, L1 {metrics['median_l1']:.2f}")
+    if m == "autoattack":
+        d = metrics["details"]
+        print("  robust accuracy after each attack: " + ", ".join(
+            f"{a} {d['after'][a]:.4f} ({d['fooled'][a]} turned)" for a in d["attacks"]))
+        c = d["checks"]
+        print(f"  closing check: max {args.norm} perturbation {c['max_perturbation']:.5f} "
+              f"(eps {c['eps']:g}), NaN {c['nan']}, range [{c['min']:g}, {c['max']:g}]"
+              + ("; WARNING: Square lowered the white-box result: the gradients may be masked"
+                 if d["square_warning"] else ""))
     if args.metrics:
         atomic_write_json(args.metrics, metrics)
     if args.figure:

@@ -125,7 +125,10 @@ def test_errors_name_parameters_not_flags(call, error, match, params, data):
 
 
 def test_method_options_and_target_rules():
-    assert METHODS == ("fgsm", "pgd", "ascent", "penalty")
+    assert METHODS == ("fgsm", "pgd", "ascent", "penalty", "apgd", "apgd-t", "fab", "square", "autoattack")
+    assert "seed" in method_options("autoattack") and "queries" in method_options("square")
+    with pytest.raises(ValueError, match="target: AutoAttack is untargeted"):
+        check_method_target("autoattack", 3)
     assert method_options("fgsm") == ("eps", "norm", "keep_best")
     assert "step" in method_options("ascent") and "lr" in method_options("penalty")
     for m in METHODS:

@@ -221,3 +221,49 @@ def test_bad_arguments(params, data, kw, match):
     x, y = data
     with pytest.raises((ValueError, TypeError), match=match):
         autoattack(params, x, y, **{"eps": 0.1, **kw})
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    from scratchadv.checkpoint import save_model
+    path = tmp_path_factory.mktemp("aa-cli") / "random.npz"
+    save_model(path, init_params(0), "lecture-cnn-v1")
+    return str(path)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("argv", [
+    ["--method", "apgd", "--steps", "5", "--eps", "0.05"],
+    ["--method", "apgd", "--loss", "dlr", "--steps", "5", "--norm", "l2", "--eps", "0.5"],
+    ["--method", "apgd-t", "--steps", "3", "--eps", "0.05"],
+    ["--method", "apgd-t", "--steps", "3", "--eps", "0.05", "--target", "3"],
+    ["--method", "fab", "--steps", "3", "--eps", "0.05"],
+    ["--method", "square", "--queries", "20", "--eps", "0.05"],
+    ["--method", "autoattack", "--eps", "0.05"],
+])
+def test_cli_runs_each_new_method(model_file, tmp_path, argv, capsys):
+    import json
+    from scratchadv.cli import main
+    m = tmp_path / "m.json"
+    assert main(["attack", "--model", model_file, "--n", "6", "--quiet", "--metrics", str(m), *argv]) == 0
+    d = json.loads(m.read_text())
+    assert d["n"] == 6 and 0 <= d["robust_acc"] <= d["clean_acc"] <= 1
+    assert d["config"]["method"] == argv[1]
+    if argv[1] == "autoattack":
+        assert set(d["details"]["after"]) == set(STANDARD)
+        assert d["details"]["robust_accuracy"] == pytest.approx(d["robust_acc"])
+        assert "closing check" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--method", "autoattack", "--target", "3"], "--target"),
+    (["--method", "square", "--steps", "3"], "--steps"),
+    (["--method", "pgd", "--queries", "3"], "--queries"),
+    (["--method", "fgsm", "--loss", "dlr"], "--loss"),
+    (["--method", "apgd", "--loss", "lecture"], "--loss"),
+    (["--method", "square", "--queries", "0"], "--queries"),
+])
+def test_cli_refuses_options_of_other_methods(model_file, argv, flag, capsys):
+    from scratchadv.cli import main
+    assert main(["attack", "--model", model_file, *argv]) == 2
+    assert flag in capsys.readouterr().err

@@ -22,7 +22,11 @@ from ..model import predict
 from ..validate import check_choice, check_images, check_int, check_labels
 from .gradients import check_model
 from .lecture import gradient_ascent, penalty_attack
+from .apgd import apgd, apgd_targeted
+from .autoattack import autoattack
+from .fab import fab, fab_targeted
 from .pgd import fgsm, pgd
+from .square import square
 from .result import AttackResult, summarize
 
 __all__ = ["METHODS", "DatasetAttack", "attack_dataset", "check_method_target", "method_options"]
@@ -40,14 +44,29 @@ _METHODS = {
                gradient_ascent(p, x, y, predict_fn=f, verbose=verbose, **o)),
     "penalty": (penalty_attack, lambda p, x, y, t, f, rng, verbose, o:
                 penalty_attack(p, x, t, predict_fn=f, verbose=verbose, **o)),
+    "apgd": (apgd, lambda p, x, y, t, f, rng, verbose, o:
+             apgd(p, x, y, target=t, rng=rng, predict_fn=f, verbose=verbose, **o)),
+    # without a target: AutoAttack's sweep over the 9 highest-ranked wrong classes
+    "apgd-t": (apgd_targeted, lambda p, x, y, t, f, rng, verbose, o:
+               apgd_targeted(p, x, y, target=t, rng=rng, predict_fn=f, verbose=verbose, **o)),
+    "fab": (fab_targeted, lambda p, x, y, t, f, rng, verbose, o:
+            fab_targeted(p, x, y, rng=rng, predict_fn=f, verbose=verbose, **o) if t is None else
+            fab(p, x, y, target=t, rng=rng, predict_fn=f, verbose=verbose,
+                **{k: v for k, v in o.items() if k not in ("n_targets", "final_search", "early_stop")})),
+    "square": (square, lambda p, x, y, t, f, rng, verbose, o:
+               square(p, x, y, target=t, rng=rng, predict_fn=f, verbose=verbose, **o)),
+    # AutoAttack draws from its own seed (an option), by batch position
+    "autoattack": (autoattack, lambda p, x, y, t, f, rng, verbose, o:
+                   autoattack(p, x, y, predict_fn=f, verbose=verbose, **o)),
 }
 
 #: the methods :func:`attack_dataset` runs: fgsm, pgd, ascent (the lecture's untargeted
-#: ascent), penalty (the lecture's targeted penalty attack)
+#: ascent), penalty (the lecture's targeted penalty attack), apgd, apgd-t, fab (FAB-T
+#: without a target), square, autoattack (the standard ensemble)
 METHODS = tuple(_METHODS)
 
 # arguments attack_dataset supplies itself, so not options of a method
-_SUPPLIED = {"target", "rng", "predict_fn", "verbose"}
+_SUPPLIED = {"target", "rng", "predict_fn", "verbose", "components", "state_path", "resume"}
 
 
 class DatasetAttack(NamedTuple):
@@ -87,6 +106,9 @@ def check_method_target(method, target):
                         f"got {target!r}")
     if method == "ascent" and target is not None:
         raise ValueError("target: the lecture's ascent is untargeted (use method 'penalty' or 'pgd')")
+    if method == "autoattack" and target is not None:
+        raise ValueError("target: AutoAttack is untargeted (its targeted parts, apgd-t and fab, "
+                         "choose their own targets)")
     if method == "penalty" and target is None:
         raise ValueError(f"target: the penalty attack is targeted; give a class "
                          f"0-{NUM_CLASSES - 1} or 'each'")
@@ -154,6 +176,8 @@ def attack_dataset(params, x, y, method, *, target=None, predict_fn=predict, rng
     metrics = summarize(res, ys, cps)
     metrics["n"] = n
     metrics["clean_acc"] = float(onp.mean(clean_pred == y))
+    if res.details:
+        metrics["details"] = {k: v for k, v in res.details.items() if k != "fooled_by"}
     if target == "each":
         metrics["robust_acc"] = float(onp.mean((res.pred == ys).reshape(n, -1).all(1)))
         metrics["attacks"] = int(len(ys))
