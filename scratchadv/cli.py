@@ -251,8 +251,12 @@ def _add_eval_options(p):
     p.add_argument("--eps", type=_floats, default=None,
                    help="Linf radii in pixel scale (default 0,0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5; "
                         "0.5 is always added for the sanity check)")
+    p.add_argument("--suite", default="pgd", choices=["pgd", "autoattack"],
+                   help="pgd: FGSM, PGD and L2 PGD with restarts (default); autoattack: FGSM and the "
+                        "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) at every eps")
     p.add_argument("--attacks", default=None,
-                   help="comma-separated from fgsm, pgd (Linf), pgd-l2 (default all three)")
+                   help="comma-separated from fgsm, pgd (Linf), pgd-l2, autoattack "
+                        "(default: the suite's)")
     p.add_argument("--steps", type=int, default=40, help="steps of the iterative attacks (default 40)")
     p.add_argument("--restarts", type=int, default=5, help="random restarts of the iterative attacks (default 5)")
     p.add_argument("--l2-scale", type=float, default=None,
@@ -261,16 +265,18 @@ def _add_eval_options(p):
     p.add_argument("--data", default=None, help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--strict", action="store_true", help="exit with status 1 if a sanity check fails")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation from the state kept in the report folder")
 
 
 def _eval_settings(args):
-    from .evaluate import ATTACKS, DEFAULT_ATTACKS, DEFAULT_EPS, L2_SCALE
+    from .evaluate import ATTACKS, DEFAULT_EPS, L2_SCALE, SUITES
     from .validate import check_float, check_int
     check_int(args.n, "--n", minimum=1, maximum=10000)
     check_int(args.steps, "--steps", minimum=1)
     check_int(args.restarts, "--restarts", minimum=1)
     check_int(args.seed, "--seed", minimum=0)
-    names = ",".join(DEFAULT_ATTACKS) if args.attacks is None else args.attacks
+    names = ",".join(SUITES[args.suite]) if args.attacks is None else args.attacks
     attacks = [a.strip() for a in names.split(",") if a.strip()]
     for a in attacks:
         if a not in ATTACKS:
@@ -282,7 +288,7 @@ def _eval_settings(args):
         check_float(e, "--eps", minimum=0, maximum=1)
     l2 = L2_SCALE if args.l2_scale is None else check_float(args.l2_scale, "--l2-scale", minimum=0, strict_min=True)
     return {"eps_list": eps, "attacks": attacks, "steps": args.steps, "restarts": args.restarts,
-            "seed": args.seed, "l2_scale": l2, "verbose": not args.quiet}
+            "seed": args.seed, "l2_scale": l2, "verbose": not args.quiet, "suite": args.suite}
 
 
 def _evaluate_file(path, settings, args, test):
@@ -296,6 +302,12 @@ def _evaluate_file(path, settings, args, test):
         if str(e).startswith("path: "):      # the model file is the one given by --model
             raise ValueError("--model: " + str(e)[len("path: "):]) from None
         raise
+
+
+def _remove_state(folder):
+    """A finished evaluation's state is no longer needed (the report holds the result)."""
+    import shutil
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _print_report(report):
@@ -335,8 +347,12 @@ def _run_evaluate(args):
     folder = args.report or os.path.join(
         "runs", "eval-" + os.path.splitext(os.path.basename(args.model))[0])
     check_writable(os.path.join(folder, "report.json"), "--report")
-    report = _evaluate_file(args.model, settings, args, _load_test(args))
+    # the resumable state lives beside the report until the report is written
+    state = os.path.join(folder, "state")
+    report = _evaluate_file(args.model, {**settings, "state_dir": state, "resume": args.resume},
+                            args, _load_test(args))
     paths = write_report(report, folder)
+    _remove_state(state)
     _print_report(report)
     print(f"report: {paths['md']}, {paths['json']}, {paths['png']} ({report['seconds']:.0f}s)")
     failed = [c for c in report["sanity"] if not c["passed"]]
@@ -368,8 +384,11 @@ def _run_compare(args):
             continue
         if test is None:
             test = _load_test(args)
-        r = _evaluate_file(m, settings, args, test)
-        write_report(r, os.path.join(args.report, r["name"]))
+        folder = os.path.join(args.report, os.path.splitext(os.path.basename(m))[0])
+        state = os.path.join(folder, "state")
+        r = _evaluate_file(m, {**settings, "state_dir": state, "resume": args.resume}, args, test)
+        write_report(r, folder)
+        _remove_state(state)
         reports.append(r)
     names = [r["name"] for r in reports]
     if len(set(names)) < len(names):

@@ -141,9 +141,26 @@ def test_sanity_checks_runs_every_check_in_order():
                                          "accuracy falls with eps, <= 10% at eps 0.5",
                                          "random noise hurts less than the attack",
                                          "almost no all-zero input gradients"]
-    assert all(c["passed"] for c in full) and len(CHECKS) == 5
-    assert full == [check(_report(HONEST, doubled=DOUBLED, zero=0.0)) for check in CHECKS]
+    assert all(c["passed"] for c in full) and len(CHECKS) == 6      # + the Square check
+    assert full == [c for c in (check(_report(HONEST, doubled=DOUBLED, zero=0.0)) for check in CHECKS)
+                    if c is not None]
     # without a zero-gradient fraction that check is left out; the others still run
     assert [c["name"] for c in sanity_checks(_report(HONEST))] == [c["name"] for c in full[:4]]
     for c in full:
         assert set(c) == {"name", "passed", "detail", "numbers"} and isinstance(c["passed"], bool)
+
+
+def _aa_report(after, warning):
+    rows = [{"eps": 0.1, "accuracy": {"worst_case": 0.5}, "autoattack_after": after,
+             "autoattack": {"square_warning": warning}}]
+    return {"results": rows, "attacks": ["fgsm", "autoattack"]}
+
+
+def test_square_check():
+    from scratchadv.evaluate.checks import square_does_not_beat_white_box as check
+    ok = check(_aa_report({"apgd-ce": 0.6, "apgd-t": 0.55, "fab-t": 0.55, "square": 0.55}, False))
+    assert ok["passed"] and ok["numbers"]["largest_gain"] == 0.0
+    bad = check(_aa_report({"apgd-ce": 0.6, "apgd-t": 0.55, "fab-t": 0.55, "square": 0.40}, True))
+    assert not bad["passed"] and bad["numbers"]["eps_flagged"] == [0.1]
+    assert bad["numbers"]["largest_gain"] == pytest.approx(0.15) and "masked" in bad["detail"]
+    assert check({"results": [{"eps": 0.1, "accuracy": {}}]}) is None     # no AutoAttack: not run

@@ -41,9 +41,10 @@ Which file holds what (every name below is importable from ``scratchadv.evaluate
 from ..plots import plot_comparison, plot_report
 from .checks import (CHANCE_MAX, CHECKS, TOL, ZERO_GRAD_MAX, accuracy_falls_to_chance,
                      doubling_steps_does_not_help, few_zero_gradients,
-                     iterative_beats_single_step, noise_hurts_less, sanity_checks)
+                     iterative_beats_single_step, noise_hurts_less, sanity_checks,
+                     square_does_not_beat_white_box)
 from .model_file import evaluate_file
-from .protocol import (ATTACKS, DEFAULT_ATTACKS, DEFAULT_EPS, FINAL_EPS, L2_SCALE, attack_correct,
+from .protocol import (ATTACKS, DEFAULT_ATTACKS, DEFAULT_EPS, FINAL_EPS, L2_SCALE, SUITES, attack_correct,
                        evaluate_model, l2_radius, noise_correct, pgd_step_size, worst_case,
                        zero_gradient_fraction)
 from .report import (compare_reports, format_comparison, format_markdown, format_sanity,
@@ -51,12 +52,12 @@ from .report import (compare_reports, format_comparison, format_markdown, format
 
 __all__ = [
     # protocol.py
-    "ATTACKS", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "FINAL_EPS", "l2_radius", "pgd_step_size",
+    "ATTACKS", "SUITES", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "FINAL_EPS", "l2_radius", "pgd_step_size",
     "worst_case", "attack_correct", "noise_correct", "zero_gradient_fraction", "evaluate_model",
     # checks.py
     "TOL", "ZERO_GRAD_MAX", "CHANCE_MAX", "CHECKS", "iterative_beats_single_step",
     "doubling_steps_does_not_help", "accuracy_falls_to_chance", "noise_hurts_less",
-    "few_zero_gradients", "sanity_checks",
+    "few_zero_gradients", "square_does_not_beat_white_box", "sanity_checks",
     # report.py
     "mask_string", "parse_mask", "format_sanity", "format_markdown", "write_report", "load_report",
     "compare_reports", "format_comparison", "write_comparison",

@@ -116,9 +116,27 @@ def few_zero_gradients(report):
                    fraction=z, maximum=ZERO_GRAD_MAX)
 
 
+def square_does_not_beat_white_box(report):
+    """AutoAttack's own warning (Croce & Hein 2020; its ``check_square_sr``): Square, which
+    never reads a gradient, must not lower the robust accuracy left by the white-box attacks
+    by more than the ensemble's ``square_tolerance`` at any eps. None without AutoAttack."""
+    rows = [r for r in report["results"] if r.get("autoattack")]
+    if not rows:
+        return None
+    bad = [r["eps"] for r in rows if r["autoattack"]["square_warning"]]
+    gaps = [(min(v for k, v in r["autoattack_after"].items() if k != "square")
+             - r["autoattack_after"]["square"]) for r in rows
+            if "square" in r["autoattack_after"] and len(r["autoattack_after"]) > 1]
+    detail = (f"Square lowered the white-box result at eps {', '.join(f'{e:g}' for e in bad)}: "
+              "the gradients may be masked" if bad else
+              f"Square added at most {max(gaps, default=0.0):.3f} to the white-box attacks' result")
+    return _result("black-box Square does not beat the white-box attacks", not bad, detail,
+                   largest_gain=max(gaps, default=0.0), eps_flagged=bad)
+
+
 #: the checks :func:`sanity_checks` runs, in the order of its results
 CHECKS = (iterative_beats_single_step, doubling_steps_does_not_help, accuracy_falls_to_chance,
-          noise_hurts_less, few_zero_gradients)
+          noise_hurts_less, few_zero_gradients, square_does_not_beat_white_box)
 
 
 def sanity_checks(report):

@@ -11,27 +11,43 @@ It maps eps 0.3 to 2.1, near the L2 radius 2.0 commonly used for MNIST.
 Randomness is derived from ``seed`` by position (like :func:`scratchadv.train.fit`):
 attack ``a`` at eps index ``e``, restart ``r`` uses ``default_rng([seed, e, a, r])``, so a
 number does not change when other eps or attacks are added to the run.
+
+Two suites (:data:`SUITES`): ``"pgd"`` (FGSM, PGD and L2 PGD with restarts, the 2018
+standard) and ``"autoattack"`` (FGSM and the standard AutoAttack,
+:func:`scratchadv.attacks.autoattack`, the field's standard since Croce & Hein 2020; FGSM
+stays for the "iterative beats single-step" check). The ``autoattack`` column is the
+ensemble's robust accuracy; each row also records the accuracy left after each of its four
+attacks (``autoattack_after``), the images each turned, its closing check and its Square
+warning. With ``state_dir`` a long evaluation is resumable: each finished (eps, attack) is
+written there atomically, AutoAttack's own state after every batch, and ``resume=True``
+continues, ending with exactly the result of an uninterrupted run.
 """
+import json
+import os
 import time
 
 import numpy as onp
 
-from ..attacks import default_step_size, fgsm, pgd
+from ..attacks import apgd, autoattack, default_step_size, fgsm, pgd
+from ..fileio import atomic_write_json
 from ..losses import input_gradient
 from ..model import predict
 from ..progress import Progress
 from ..validate import check_images, check_labels, check_int, check_float
-from .report import mask_string
+from .report import mask_string, parse_mask
 
-__all__ = ["ATTACKS", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "FINAL_EPS", "l2_radius",
+__all__ = ["ATTACKS", "SUITES", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "FINAL_EPS", "l2_radius",
            "pgd_step_size", "worst_case", "attack_correct", "noise_correct",
            "zero_gradient_fraction", "evaluate_model"]
 
 #: attacks by name -> (norm, iterative?)
-ATTACKS = {"fgsm": ("linf", False), "pgd": ("linf", True), "pgd-l2": ("l2", True)}
+ATTACKS = {"fgsm": ("linf", False), "pgd": ("linf", True), "pgd-l2": ("l2", True),
+           "autoattack": ("linf", True)}
 L2_SCALE = 7.0
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-DEFAULT_ATTACKS = tuple(ATTACKS)
+#: the attacks of each suite
+SUITES = {"pgd": ("fgsm", "pgd", "pgd-l2"), "autoattack": ("fgsm", "autoattack")}
+DEFAULT_ATTACKS = SUITES["pgd"]
 #: the radius at which any classifier can be driven to chance (every pixel can reach 0.5)
 FINAL_EPS = 0.5
 
@@ -88,21 +104,55 @@ def _run_one(name, params, x, y, *, eps, steps, rng, predict_fn, l2_scale):
     return res.x_adv
 
 
+def _autoattack_correct(params, x, y, correct, *, eps, seed, key, predict_fn, batch_size,
+                        state_path, resume):
+    """AutoAttack on the samples correct clean -> (correct (N,) bool, the ensemble's details)."""
+    idx = onp.flatnonzero(correct)
+    if not len(idx):
+        return correct, None
+    aa_seed = int(onp.random.default_rng([seed, *key]).integers(2 ** 31))
+    res = autoattack(params, x[idx], y[idx], eps=eps, norm="linf", seed=aa_seed,
+                     predict_fn=predict_fn, batch_size=batch_size, state_path=state_path,
+                     resume=resume)
+    _check_ball(res.x_adv, x[idx], "linf", eps, "autoattack")
+    out = correct.copy()
+    out[idx] = _predict_labels(params, res.x_adv, predict_fn, batch_size) == y[idx]
+    d = res.details
+    n = len(x)
+    details = {"after": {a: float(v * len(idx) / n) for a, v in d["after"].items()},
+               "fooled": d["fooled"], "square_warning": d["square_warning"], "checks": d["checks"],
+               "seconds": d["seconds"]}
+    return out, details
+
+
 def attack_correct(name, params, x, y, *, eps, steps=40, restarts=1, seed=0, key=(0, 0),
-                   predict_fn=predict, batch_size=500, l2_scale=L2_SCALE, bar=None):
+                   predict_fn=predict, batch_size=500, l2_scale=L2_SCALE, bar=None,
+                   state_path=None, resume=False, details=None):
     """Which samples stay correct under every restart of attack ``name`` at ``eps``.
 
     Restart r runs only on the samples no earlier restart has fooled: the result is the
     same as running all restarts on all samples and AND-ing, at a fraction of the cost.
     Returns ``(correct (N,) bool, after_first (N,) bool)``; ``after_first`` is the
     result of restart 0 alone (used by the doubling-steps check). Single-step attacks
-    are deterministic and run once whatever ``restarts`` says.
-    The correctness of each sample is recomputed here from the returned images.
+    are deterministic and run once whatever ``restarts`` says; so is ``"autoattack"``
+    (its own restarts and seeds are the standard version's; ``steps`` does not apply;
+    ``state_path``/``resume`` are its state; ``details``, a dict, receives what the
+    ensemble reports). The correctness of each sample is recomputed here from the
+    returned images.
     """
     if name not in ATTACKS:
         raise ValueError(f"attack: expected one of {sorted(ATTACKS)}, got {name!r}")
     correct = _predict_labels(params, x, predict_fn, batch_size) == y
     if eps == 0:
+        return correct, correct.copy()
+    if name == "autoattack":
+        correct, d = _autoattack_correct(params, x, y, correct, eps=eps, seed=seed, key=key,
+                                         predict_fn=predict_fn, batch_size=batch_size,
+                                         state_path=state_path, resume=resume)
+        if details is not None and d is not None:
+            details.update(d)
+        if bar is not None:
+            bar.update(1)
         return correct, correct.copy()
     runs = restarts if ATTACKS[name][1] else 1
     after_first = None
@@ -146,8 +196,9 @@ def zero_gradient_fraction(params, x, y, predict_fn=predict, batch_size=500):
 
 
 def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
-                   attacks=DEFAULT_ATTACKS, steps=40, restarts=5, seed=0,
-                   batch_size=500, l2_scale=L2_SCALE, checks=True, verbose=True, name="model"):
+                   attacks=None, steps=40, restarts=5, seed=0, suite="pgd",
+                   batch_size=500, l2_scale=L2_SCALE, checks=True, verbose=True, name="model",
+                   state_dir=None, resume=False):
     """Accuracy against eps for each attack, the per-sample worst case, and sanity checks.
 
     x: (N, 1, 28, 28) float in [0, 1]; y: (N,) int64. ``eps_list``: Linf radii in pixel
@@ -157,8 +208,16 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     eps it holds each attack's accuracy, ``noise``, ``worst_case`` and the per-sample masks
     (strings of 0/1, one character per sample) from which the worst case can be recomputed.
     With ``checks``, also the doubled-steps run, the zero-gradient fraction and ``sanity``
-    (:func:`~scratchadv.evaluate.checks.sanity_checks`).
+    (:func:`~scratchadv.evaluate.checks.sanity_checks`). ``suite``: "pgd" or "autoattack"
+    (module notes); ``attacks``: the attack names to run instead of the suite's.
+    ``state_dir``: a folder for the resumable state (module notes); ``resume``: continue.
     """
+    if suite not in SUITES:
+        raise ValueError(f"suite: expected one of {sorted(SUITES)}, got {suite!r}")
+    if attacks is None:
+        attacks = SUITES[suite]
+    if resume and state_dir is None:
+        raise ValueError("resume: needs state_dir (the folder of the state to continue from)")
     check_images(x, "x")
     check_labels(y, len(x), "y")
     steps = check_int(steps, "steps", minimum=1)
@@ -175,17 +234,35 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
                       | ({FINAL_EPS} if checks else set()) | {0.0})
     t0 = time.perf_counter()
     clean = _predict_labels(params, x, predict_fn, batch_size) == y
-    runs_per_eps = sum(restarts if ATTACKS[a][1] else 1 for a in attacks)
+    runs_per_eps = sum(restarts if ATTACKS[a][1] and a != "autoattack" else 1 for a in attacks)
     bar = Progress(total=runs_per_eps * (len(eps_list) - 1), desc=f"evaluate {name}", enable=verbose)
+    done = _load_done(state_dir, resume, {"eps": eps_list, "attacks": list(attacks), "steps": steps,
+                                          "restarts": restarts, "seed": seed, "n": int(len(x)),
+                                          "l2_scale": float(l2_scale), "data": _fingerprint(x, y)})
     rows, first = [], {}
     for ei, eps in enumerate(eps_list):
-        correct = {}
+        correct, aa = {}, {}
         for ai, a in enumerate(attacks):
             bar.set_postfix(eps=eps, attack=a)
+            key = f"{ei}/{a}"
+            if key in done["finished"]:             # resumed: this one is on disk already
+                f = done["finished"][key]
+                correct[a], first[(ei, a)] = parse_mask(f["correct"]), parse_mask(f["first"])
+                aa.update(f.get("details") or {})
+                if eps > 0:
+                    bar.update(1 if a == "autoattack" or not ATTACKS[a][1] else restarts)
+                continue
+            details = {}
             correct[a], first[(ei, a)] = attack_correct(
                 a, params, x, y, eps=eps, steps=steps, restarts=restarts, seed=seed, key=(ei, ai),
                 predict_fn=predict_fn, batch_size=batch_size, l2_scale=l2_scale,
-                bar=bar if eps > 0 else None)
+                bar=bar if eps > 0 else None, details=details,
+                state_path=None if state_dir is None else os.path.join(state_dir, f"autoattack-eps{ei}.npz"),
+                resume=resume)
+            aa.update(details)
+            done["finished"][key] = {"correct": mask_string(correct[a]),
+                                     "first": mask_string(first[(ei, a)]), "details": details}
+            _save_done(state_dir, done)
         noise = noise_correct(params, x, y, eps=eps, rng=onp.random.default_rng([seed, ei, 1000]),
                               predict_fn=predict_fn, batch_size=batch_size)
         worst = worst_case(clean, correct)
@@ -197,9 +274,12 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
             "masks": {**{a: mask_string(correct[a]) for a in attacks},
                       "clean": mask_string(clean), "worst_case": mask_string(worst)},
         })
+        if aa:
+            rows[-1]["autoattack_after"] = aa["after"]
+            rows[-1]["autoattack"] = {k: aa[k] for k in ("fooled", "square_warning", "checks", "seconds")}
     bar.close()
     report = {
-        "name": name, "n": int(len(x)), "clean_accuracy": float(clean.mean()),
+        "name": name, "n": int(len(x)), "clean_accuracy": float(clean.mean()), "suite": suite,
         "attacks": attacks, "eps": eps_list, "steps": steps, "restarts": restarts,
         "step_size_rule": "2.5*radius/steps", "l2_scale": float(l2_scale), "seed": seed,
         "results": rows,
@@ -215,6 +295,35 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     return report
 
 
+def _fingerprint(x, y):
+    from ..train import data_fingerprint
+    return data_fingerprint(x, y)
+
+
+def _load_done(state_dir, resume, config):
+    """The finished (eps, attack) results of an earlier run of the same evaluation."""
+    from ..checkpoint import CheckpointError
+    done = {"config": config, "finished": {}}
+    if state_dir is None:
+        return done
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, "evaluation.json")
+    if resume and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        for k, v in config.items():
+            if saved.get("config", {}).get(k) != v:
+                raise CheckpointError(f"{path}: cannot resume: {k} was {saved.get('config', {}).get(k)!r} "
+                                      f"in the saved run, now {v!r}")
+        done["finished"] = saved["finished"]
+    return done
+
+
+def _save_done(state_dir, done):
+    if state_dir is not None:
+        atomic_write_json(os.path.join(state_dir, "evaluation.json"), done)
+
+
 def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2_scale, first):
     """PGD with 2*steps (one restart) at the eps where PGD's accuracy is nearest 50%.
 
@@ -224,6 +333,8 @@ def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2
     iterative = [a for a in report["attacks"] if ATTACKS[a][1]]
     if not iterative:
         return None
+    if iterative == ["autoattack"]:
+        return _doubled_apgd(params, x, y, report, seed, predict_fn, batch_size)
     a = "pgd" if "pgd" in iterative else iterative[0]
     ai = report["attacks"].index(a)
     cands = [(abs(r["first_restart_accuracy"][a] - 0.5), ei) for ei, r in enumerate(report["results"])
@@ -236,3 +347,26 @@ def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2
                                 l2_scale=l2_scale)
     return {"attack": a, "eps": eps, "steps": steps,
             "accuracy": float(first[(ei, a)].mean()), "doubled_accuracy": float(doubled.mean())}
+
+
+def _doubled_apgd(params, x, y, report, seed, predict_fn, batch_size):
+    """For the AutoAttack suite: its first attack, APGD-CE, with 100 and with 200 steps
+    (same random start) at the eps where the ensemble's accuracy is nearest 50%."""
+    cands = [(abs(r["accuracy"]["autoattack"] - 0.5), ei) for ei, r in enumerate(report["results"])
+             if r["eps"] > 0]
+    _, ei = min(cands)
+    eps = report["results"][ei]["eps"]
+    clean = _predict_labels(params, x, predict_fn, batch_size) == y
+    acc = {}
+    for k in (100, 200):
+        correct = clean.copy()
+        idx = onp.flatnonzero(clean)
+        for i in range(0, len(idx), batch_size):
+            j = idx[i:i + batch_size]
+            rng = onp.random.default_rng([seed, ei, 2000, i])
+            res = apgd(params, x[j], y[j], eps=eps, norm="linf", loss="ce", steps=k, rng=rng,
+                       predict_fn=predict_fn)
+            correct[j] = _predict_labels(params, res.x_adv, predict_fn, batch_size) == y[j]
+        acc[k] = float(correct.mean())
+    return {"attack": "apgd-ce", "eps": eps, "steps": 100, "accuracy": acc[100],
+            "doubled_accuracy": acc[200]}

@@ -53,6 +53,20 @@ def format_markdown(report):
     for r in report["results"]:
         lines.append(f"| {r['eps']:g} | {r['eps_l2']:.2f} | "
                      + " | ".join(f"{100 * r['accuracy'][c]:.1f}" for c in cols) + " |")
+    aa = [r for r in report["results"] if r.get("autoattack_after")]
+    if aa:
+        names = list(aa[0]["autoattack_after"])
+        lines += ["", "## AutoAttack, attack by attack", "",
+                  "Robust accuracy (%) left after each attack of the ensemble (each runs on the "
+                  "points still robust); in brackets the images it turned.", "",
+                  "| eps (Linf) | " + " | ".join(names) + " | closing check |", "|---" * (len(names) + 2) + "|"]
+        for r in aa:
+            c = r["autoattack"]["checks"]
+            check = (f"max Linf {c['max_perturbation']:.4f}, NaN {c['nan']}, range "
+                     f"[{c['min']:g}, {c['max']:g}]" + ("; **Square warning**" if r["autoattack"]["square_warning"] else ""))
+            lines.append(f"| {r['eps']:g} | " + " | ".join(
+                f"{100 * r['autoattack_after'][a]:.1f} ({r['autoattack']['fooled'][a]})" for a in names)
+                + f" | {check} |")
     if report.get("sanity"):
         lines += ["", "## Sanity checks", ""]
         lines += _sanity_bullets(report["sanity"])
