@@ -456,15 +456,16 @@ def test_fab_t_robust_accuracy_matches_the_original(norm, small_model, mnist, on
 @pytest.mark.mnist
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_minimal_norms_match_the_original(norm, small_model, mnist, one_torch_thread):
-    """Minimal-norm FAB-T along the runner-up class's boundary on 100 test images: median
-    norm within 5% of the original's single run (FABAttack_PT.attack_single_run, which
-    returns its closest adversarial point whatever eps; success: misclassification)."""
+    """Minimal-norm FAB-T along the runner-up class's boundary, on the correctly classified
+    of 60 test images: median norm within 5% of the original's single run
+    (FABAttack_PT.attack_single_run, which returns its closest adversarial point whatever
+    eps; success: misclassification). Same start, same steps: only rounding separates them."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("pyautoattack")
     from scratchadv.torch_model import to_torch
     arch, params = small_model
     _, _, x_test, y_test = mnist
-    x, y = x_test[:100], y_test[:100].astype(np.int64)
+    x, y = x_test[:60], y_test[:60].astype(np.int64)
     correct = np.argmax(arch.predict(params, x), 1) == y
     x, y = x[correct], y[correct]
     ours = fab_targeted(params, x, y, eps=None, norm=norm, n_targets=1, predict_fn=arch.predict)

@@ -67,7 +67,7 @@ from typing import Callable
 import numpy as onp
 from autograd import make_vjp
 
-from ..model import predict
+from ..model import NUM_CLASSES, predict
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_target
 from .geometry import Norm, abs_offsets, get_norm
@@ -75,8 +75,6 @@ from .gradients import check_model, check_rng, loss_only
 from .result import build_result, empty_history
 
 __all__ = ["fab", "fab_targeted", "project_linf", "project_l2", "ranked_wrong_classes"]
-
-NUM_CLASSES = 10
 
 
 # --- the projection onto hyperplane ∩ box ----------------------------------------
@@ -232,8 +230,8 @@ def _linearize(params, x, cots, run):
 
     x: (a, 1, 28, 28); cots: (a, K, 10) the logit combinations m_k (one-hot(k) - one-hot(y));
     an all-zero m_k (k = y) is not a candidate. ``run.targeted`` (towards t, K = 1): the
-    class subtracted is t's strongest rival at x instead of y. -> (logits (a, 10), f (a,) float64 the
-    value <m, z> of the chosen boundary, w (a, d) float64 its gradient d<m, z>/dx).
+    class subtracted is t's strongest rival at x instead of y. -> (logits (a, 10), f (a,)
+    float64 the value <m, z> of the chosen boundary, w (a, d) float64 its gradient).
     Each gradient is one vector-Jacobian product of the whole batch (row i: image i's).
     """
     vjp, z = make_vjp(lambda xx: run.predict_fn(params, xx))(x)
@@ -459,8 +457,9 @@ def fab(params, x, y, *, norm="linf", eps=None, steps=100, restarts=1, alpha_max
     iterate -- y while the iterate is classified y, as in the paper (one vector-Jacobian
     product of z_t - z_y per step); should a third class overtake y, the boundary to it,
     so that the target itself is reached (:func:`fab_targeted` keeps z_t - z_y throughout,
-    as the original, since any wrong class counts there). Only images classified as y are attacked (the boundaries are y's);
-    targeted, an image already predicted as its target succeeds with x itself.
+    as the original, since any wrong class counts there). Only images classified as y
+    are attacked (the boundaries are y's); targeted, an image already predicted as its
+    target succeeds with x itself.
 
     x: (N, 1, 28, 28) float in [0, 1]; y: (N,) int64; norm 'linf' | 'l2'; eps None or
     >= 0; steps >= 1 (100); restarts >= 1 (1; the first from x, the others from a random
