@@ -52,7 +52,14 @@ achieved ``<w, d>`` is then piecewise linear and nondecreasing in lam, so sortin
 the breakpoints ``r_i / s_i`` gives lam in closed form: the two norms differ only in
 ``s`` (a small function per norm, chosen once). When the hyperplane does not meet
 the box, both return the box corner farthest along the hyperplane's normal (the
-point of the box nearest the hyperplane), as the original does.
+point of the box nearest the hyperplane), as the original does. The projections run
+in float64 whatever the images' dtype (the iterates are stored in it).
+
+Per image: the closest point, the restarts' radii, the targets and early stopping are
+per image, and random directions are drawn up front, one block per image, so a batch
+gives its images' one-by-one results up to float rounding. (FAB steps onto the
+boundary; on a ReLU network a rounding-level difference can put an iterate on the
+other side of a kink, where the gradient is another, and the trajectories part.)
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -60,7 +67,7 @@ from typing import Callable
 import numpy as onp
 from autograd import make_vjp
 
-from ..model import predict
+from ..model import NUM_CLASSES, predict
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_target
 from .geometry import Norm, abs_offsets, get_norm
@@ -68,8 +75,6 @@ from .gradients import check_model, check_rng, loss_only
 from .result import build_result, empty_history
 
 __all__ = ["fab", "fab_targeted", "project_linf", "project_l2", "ranked_wrong_classes"]
-
-NUM_CLASSES = 10
 
 
 # --- the projection onto hyperplane ∩ box ----------------------------------------
@@ -224,12 +229,19 @@ def _linearize(params, x, cots, run):
     """One forward and K backward passes: logits, and the nearest linearized boundary.
 
     x: (a, 1, 28, 28); cots: (a, K, 10) the logit combinations m_k (one-hot(k) - one-hot(y));
-    an all-zero m_k (k = y) is not a candidate. -> (logits (a, 10), f (a,) float64 the
-    value <m, z> of the chosen boundary, w (a, d) float64 its gradient d<m, z>/dx).
+    an all-zero m_k (k = y) is not a candidate. ``run.targeted`` (towards t, K = 1): the
+    class subtracted is t's strongest rival at x instead of y. -> (logits (a, 10), f (a,)
+    float64 the value <m, z> of the chosen boundary, w (a, d) float64 its gradient).
     Each gradient is one vector-Jacobian product of the whole batch (row i: image i's).
     """
     vjp, z = make_vjp(lambda xx: run.predict_fn(params, xx))(x)
     zd = onp.asarray(z, dtype=onp.float64)
+    if run.targeted:        # t against its strongest rival here (y while x is classified y)
+        rows = onp.arange(len(x))
+        t = onp.argmax(cots[:, 0], 1)
+        others = zd.copy()
+        others[rows, t] = -onp.inf
+        cots = (onp.eye(cots.shape[2])[t] - onp.eye(cots.shape[2])[onp.argmax(others, 1)])[:, None]
     f = onp.einsum("nc,nkc->nk", zd, cots)
     g = onp.stack([vjp(cots[:, k].astype(z.dtype)).reshape(len(x), -1)
                    for k in range(cots.shape[1])], 1).astype(onp.float64)
@@ -440,10 +452,14 @@ def fab(params, x, y, *, norm="linf", eps=None, steps=100, restarts=1, alpha_max
 
     Untargeted (``target=None``): each step takes the nearest of the 9 linearized
     boundaries between y and the other classes (10 vector-Jacobian products per step).
-    With ``target`` (an int or (N,) int64): the boundary between y and the target (one
-    vector-Jacobian product of z_t - z_y per step), and success means the target is
-    predicted. Only images classified as y are attacked (the boundaries are y's);
-    targeted, an image already predicted as its target succeeds with x itself.
+    With ``target`` (an int or (N,) int64): success means the target is predicted, and
+    each step takes the boundary between the target and its strongest rival at the
+    iterate -- y while the iterate is classified y, as in the paper (one vector-Jacobian
+    product of z_t - z_y per step); should a third class overtake y, the boundary to it,
+    so that the target itself is reached (:func:`fab_targeted` keeps z_t - z_y throughout,
+    as the original, since any wrong class counts there). Only images classified as y
+    are attacked (the boundaries are y's); targeted, an image already predicted as its
+    target succeeds with x itself.
 
     x: (N, 1, 28, 28) float in [0, 1]; y: (N,) int64; norm 'linf' | 'l2'; eps None or
     >= 0; steps >= 1 (100); restarts >= 1 (1; the first from x, the others from a random
