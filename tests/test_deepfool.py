@@ -185,15 +185,33 @@ def test_bad_inputs():
 
 
 # --- cross-check against Foolbox 3.3.4 on the same weights ------------------------
+# (test_cw.py uses the same model fixture and helper)
 
-@pytest.fixture(scope="module")
-def small_model(mnist):
+@pytest.fixture(scope="module", name="small_model")
+def small_model_fixture(mnist):
     """The lecture CNN after one epoch on 6,000 training images (~2 s; ~82% test accuracy)."""
     from scratchadv.train import fit
     x_train, y_train, _, _ = mnist
     params, _ = fit(init_params(0), x_train[:6000], y_train[:6000], epochs=1, seed=0,
                     verbose=False)
     return params
+
+
+def foolbox_images(params, attack, x, y):
+    """Foolbox's raw result of ``attack`` on x, y through the same weights in PyTorch
+    (float32), run on one thread (small batches: more threads only add contention on a
+    shared machine), the thread count restored afterwards. -> numpy (N, 1, 28, 28)."""
+    torch = pytest.importorskip("torch")
+    fb = pytest.importorskip("foolbox")
+    from scratchadv.torch_model import to_torch
+    model = fb.PyTorchModel(to_torch(params).eval(), bounds=(0, 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        raw, _, _ = attack(fb)(model, torch.from_numpy(x), torch.from_numpy(y), epsilons=None)
+    finally:
+        torch.set_num_threads(threads)
+    return raw.numpy()
 
 
 @pytest.mark.mnist
@@ -204,16 +222,11 @@ def test_median_norm_matches_foolbox(small_model, mnist, norm):
     overshoot 0.02, 10 candidates). Measured: 1.6376 vs 1.6376 (L2), 0.1258 vs 0.1258
     (Linf) on the first 100 images: the same algorithm, so the tolerance is slack for
     float32 rounding in two frameworks, not for a weaker attack."""
-    torch = pytest.importorskip("torch")
-    fb = pytest.importorskip("foolbox")
-    from scratchadv.torch_model import to_torch
     params = small_model
     _, _, x_test, y_test = mnist
     x, y = x_test[:200], y_test[:200]
-    model = fb.PyTorchModel(to_torch(params).eval(), bounds=(0, 1))
-    attack = (fb.attacks.L2DeepFoolAttack if norm == "l2" else fb.attacks.LinfDeepFoolAttack)()
-    raw, _, _ = attack(model, torch.from_numpy(x), torch.from_numpy(y), epsilons=None)
-    raw = raw.numpy()
+    raw = foolbox_images(params, lambda fb: (fb.attacks.L2DeepFoolAttack if norm == "l2"
+                                             else fb.attacks.LinfDeepFoolAttack)(), x, y)
     theirs_ok = predict(params, raw).argmax(1) != y            # their images, re-checked by us
     diff = np.abs(raw.reshape(len(x), -1).astype(np.float64) - x.reshape(len(x), -1))
     theirs = np.sqrt((diff ** 2).sum(1)) if norm == "l2" else diff.max(1)
