@@ -30,7 +30,7 @@ def linear_problem(n=6, seed=0):
 def test_linear_model_more_binary_steps_smaller_norm_never_below_the_minimum():
     p, x, y, d = linear_problem()
     norms = []
-    for b in (1, 4, 9):
+    for b in (1, 4, 9, 10):           # 10: the last round repeats the smallest success
         r = cw_l2(p, x, y, predict_fn=SOFTMAX, binary_steps=b, steps=1000)
         pred = SOFTMAX(p, r.x_adv).argmax(1)
         np.testing.assert_array_equal(r.success, pred != y)        # re-checked
@@ -40,7 +40,7 @@ def test_linear_model_more_binary_steps_smaller_norm_never_below_the_minimum():
     norms = np.array(norms)
     assert np.all(norms[1:] <= norms[:-1])              # the search keeps the best so far
     assert np.sum(norms[-1] < norms[0]) >= 5            # and improves on 5 images of 6
-    assert np.all(np.isfinite(norms[-1]))               # 9 steps (the default): all flipped
+    assert np.all(np.isfinite(norms[2]))                # 9 steps (the default): all flipped
     # no adversarial is closer than the nearest boundary; C&W gets within 25% of it
     assert np.all(norms[-1] >= d * (1 - 1e-9))
     assert np.all(norms[-1] <= 1.25 * d)

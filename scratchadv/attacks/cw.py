@@ -31,6 +31,8 @@ authors' TensorFlow optimizer (epsilon added to sqrt(v) before the bias correcti
 Foolbox adds it after: a difference of order 1e-8 in the step).
 """
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import autograd.numpy as np
 import numpy as onp
@@ -55,6 +57,19 @@ TANH_SQUEEZE = 0.999999
 ABORT_RATIO = 0.9999
 #: the largest constant of a final round that repeats the smallest successful c
 MAX_CONST = 1e10
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The settings of one call, the same for every chunk and round (see :func:`cw_l2`)."""
+    binary_steps: int
+    initial_const: float
+    steps: int
+    lr: float
+    kappa: float
+    abort_early: bool
+    targeted: bool
+    predict_fn: Callable
 
 
 def to_tanh_space(x):
@@ -99,9 +114,9 @@ def _objective(params, w0, x_rec, attacked, const, run):
 
     def loss(delta):
         xs = to_image(w0 + delta)
-        z = run["predict_fn"](params, xs)
+        z = run.predict_fn(params, xs)
         box["x"], box["logits"] = getval(xs), getval(z)
-        hinge = np.maximum(margin(z, attacked, run["targeted"]) + run["kappa"], 0)
+        hinge = np.maximum(margin(z, attacked, run.targeted) + run.kappa, 0)
         d = xs - x_rec
         return const * hinge + np.sum((d * d).reshape(len(d), -1), axis=1)
     return loss, box
@@ -120,14 +135,15 @@ def next_const(const, lo, hi, found):
 
 
 def _round(params, x, w0, x_rec, attacked, const, best, base, run):
-    """One binary-search round (fresh Adam from w0) on the images ``attacked`` indexes.
+    """One binary-search round (fresh Adam from w0) on the m images under attack.
 
-    x, w0, x_rec: (m, 1, 28, 28) of those images; const: (m,) of x's dtype; best: the
-    chunk's record (updated in place at rows ``base``); -> (m,) bool: an adversarial
-    iterate was found this round.
+    x, w0, x_rec: (m, 1, 28, 28) clean images, their tanh-space start and its image;
+    attacked: (m,) labels (y, or the targets); const: (m,) of x's dtype; best: the
+    chunk's record, updated in place at rows ``base`` (m,); -> (m,) bool: an
+    adversarial iterate was found this round.
     """
-    steps, lr = run["steps"], run["lr"]
-    opt = adam(lr=lr, eps=1e-8)
+    steps = run.steps
+    opt = adam(lr=run.lr, eps=1e-8)
     act = onp.arange(len(x))
     delta = onp.zeros_like(w0)
     state = opt.init({"delta": delta})
@@ -141,10 +157,10 @@ def _round(params, x, w0, x_rec, attacked, const, best, base, run):
         new, state = opt.update({"delta": delta}, {"delta": g}, state)
         delta = new["delta"]
         stay = onp.ones(len(act), dtype=bool)
-        if run["abort_early"] and step % check_every == 0:
+        if run.abort_early and step % check_every == 0:
             stay = value <= ABORT_RATIO * prev[act]     # no progress since the last check
             prev[act] = value
-        adv = is_adversarial(box["logits"], attacked[act], run["targeted"], run["kappa"]) & stay
+        adv = is_adversarial(box["logits"], attacked[act], run.targeted, run.kappa) & stay
         found[act] |= adv
         a = abs_offsets(box["x"], x[act])
         norm = onp.sqrt((a * a).sum(1))
@@ -157,8 +173,8 @@ def _round(params, x, w0, x_rec, attacked, const, best, base, run):
         best["taken"][base[act]] += 1
         if not stay.all():
             act, delta = act[stay], delta[stay]
-            state = {"step": state["step"], "m/delta": state["m/delta"][stay],
-                     "v/delta": state["v/delta"][stay]}
+            # Adam's moments are per pixel: keep the rows of the images that go on
+            state = {k: v if k == "step" else v[stay] for k, v in state.items()}
             if not len(act):
                 break
     return found
@@ -171,10 +187,9 @@ def _cw_core(params, x, y, target, run, bar=None):
     (x itself where none was found, or where the clean image already succeeds).
     """
     n = len(x)
-    targeted = target is not None
     attacked = y if target is None else target
-    z0 = onp.asarray(run["predict_fn"](params, x))
-    done = (z0.argmax(1) == target) if targeted else (z0.argmax(1) != y)
+    z0 = onp.asarray(run.predict_fn(params, x))
+    done = (z0.argmax(1) == target) if run.targeted else (z0.argmax(1) != y)
     best = {"x": x.copy(), "norm": onp.full(n, onp.inf), "steps": onp.zeros(n, dtype=onp.int64),
             "taken": onp.zeros(n, dtype=onp.int64)}
     base = onp.flatnonzero(~done)               # the images to attack
@@ -182,19 +197,19 @@ def _cw_core(params, x, y, target, run, bar=None):
         xb = x[base]
         w0 = to_tanh_space(xb)
         x_rec = to_image(w0)
-        const = onp.full(len(base), run["initial_const"])
+        const = onp.full(len(base), run.initial_const)
         lo, hi = onp.zeros(len(base)), onp.full(len(base), onp.inf)
-        rounds = run["binary_steps"]
+        rounds = run.binary_steps
         for r in range(rounds):
             if r == rounds - 1 and rounds >= 10:    # Foolbox: repeat the best c once
                 const = onp.minimum(hi, MAX_CONST)
             found = _round(params, xb, w0, x_rec, attacked[base], const.astype(x.dtype),
-                           best, base, dict(run, targeted=targeted))
+                           best, base, run)
             const, lo, hi = next_const(const, lo, hi, found)
             if bar is not None:
                 bar.update(1)
     elif bar is not None:
-        bar.update(run["binary_steps"])
+        bar.update(run.binary_steps)
     return {"x": best["x"], "steps": best["steps"]}
 
 
@@ -229,8 +244,8 @@ def cw_l2(params, x, y, *, binary_steps=9, initial_const=1e-3, steps=10000, lr=1
     abort_early = _check_flag(abort_early, "abort_early")
     t = check_target(target, len(x), y)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    run = {"binary_steps": binary_steps, "initial_const": initial_const, "steps": steps,
-           "lr": lr, "kappa": confidence, "abort_early": abort_early, "predict_fn": predict_fn}
+    run = _Run(binary_steps, initial_const, steps, lr, confidence, abort_early, t is not None,
+               predict_fn)
     n = len(x)
     chunks = range(0, n, batch_size)
     bar = Progress(total=len(chunks) * binary_steps, desc="cw-l2", enable=verbose) \

@@ -38,7 +38,7 @@ from autograd import make_vjp
 from ..model import predict
 from ..ops import per_example_cross_entropy
 from ..progress import Progress
-from ..validate import check_float, check_images, check_int, check_labels
+from ..validate import NUM_CLASSES, check_float, check_images, check_int, check_labels
 from .geometry import get_norm, per_image
 from .gradients import check_model
 from .result import build_result, concat_parts, empty_history, perturbation_norms
@@ -157,7 +157,7 @@ def deepfool(params, x, y, *, norm="l2", steps=50, overshoot=0.02, candidates=10
     get_norm(norm)
     steps = check_int(steps, "steps", minimum=1)
     overshoot = check_float(overshoot, "overshoot", minimum=0)
-    candidates = check_int(candidates, "candidates", minimum=2, maximum=10)
+    candidates = check_int(candidates, "candidates", minimum=2, maximum=NUM_CLASSES)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     n = len(x)
     bar = Progress(total=n, desc=f"deepfool {norm}", enable=verbose) if verbose else None
