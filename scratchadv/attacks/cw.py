@@ -22,7 +22,8 @@ initial const 1e-3, Adam with step size 1e-2 (betas 0.9, 0.999, epsilon 1e-8), 1
 steps per round with abort-early (every tenth of the steps, stop when the loss did not
 fall below 0.9999 of its value at the previous check), confidence 0; with 10 or more
 binary-search steps the last round uses the smallest successful c (capped at 1e10).
-(CleverHans 4 uses 5 / 1e-2 / 5e-3 / 1000, the authors' code 9 / 1e-3 / 1e-2 / 10000.)
+(Binary steps / initial const / Adam step / steps: CleverHans 4 uses 5 / 1e-2 / 5e-3 /
+1000, the authors' code 9 / 1e-3 / 1e-2 / 10000 like Foolbox.)
 
 Differences from Foolbox, both so that a batch gives its images' results one by one:
 abort-early is decided per image, on each image's own loss (Foolbox compares the
@@ -220,12 +221,14 @@ def cw_l2(params, x, y, *, binary_steps=9, initial_const=1e-3, steps=10000, lr=1
 
     x: (N, 1, 28, 28) float32/64 in [0, 1]; y: (N,) int64 true labels.
     binary_steps >= 1 (default 9): rounds of the search over c; initial_const > 0
-    (default 1e-3); steps >= 1 (default 10000): Adam steps per round; lr > 0 (default
-    1e-2): Adam's step size; confidence >= 0 (kappa, default 0): the margin an iterate
-    must win by to count; abort_early (default True): an image's round stops when its
-    loss stalls; target: None (untargeted), a class or (N,) int64 classes. The
-    arithmetic is in x's dtype. Images are processed in chunks of ``batch_size``
-    (memory only). ``verbose`` shows a progress bar. Deterministic (no ``rng``).
+    (default 1e-3); steps >= 1 (default 10000): Adam steps per round (the tests use
+    200 for the cross-check with Foolbox, on both sides, and 30-1000 in the unit tests);
+    lr > 0 (default 1e-2): Adam's step size; confidence >= 0 (kappa, default 0): the
+    margin an iterate must win by to count; abort_early (default True): an image's
+    round stops when its loss stalls; target: None (untargeted), a class or (N,) int64
+    classes. The arithmetic is in x's dtype. Images are processed in chunks of
+    ``batch_size`` (memory only). ``verbose`` shows a progress bar. Deterministic (no
+    ``rng``).
 
     -> :class:`~scratchadv.attacks.result.AttackResult`: ``x_adv`` the smallest
     adversarial iterate found per image (x where none was), ``success`` re-checked on the

@@ -65,7 +65,7 @@ def _l1_rows(g):
 #: norm name -> its dual norm (the distance to a linearized boundary is |f| / ||w||_dual)
 DUAL_NORM = {"l2": _l2_rows, "linf": _l1_rows}
 
-#: norm name -> (the perturbation's size reported as ``eps``: index into perturbation_norms)
+#: norm name -> which of perturbation_norms' (l1, l2, linf) is reported as ``eps``
 _SIZE = {"l2": 1, "linf": 2}
 
 
