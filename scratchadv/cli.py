@@ -444,7 +444,8 @@ def _run_import(args):
 
 # --- attack / fake -----------------------------------------------------------
 
-_ATTACK_METHODS = ("fgsm", "pgd", "ascent", "penalty", "apgd", "apgd-t", "fab", "square", "autoattack")
+_ATTACK_METHODS = ("fgsm", "pgd", "ascent", "penalty", "apgd", "apgd-t", "fab", "square", "deepfool",
+                   "cw", "autoattack")
 _BALL = ("fgsm", "pgd", "apgd", "apgd-t", "fab", "square", "autoattack")     # eps-bounded
 
 
@@ -474,12 +475,16 @@ def _add_attack(p):
                    help="fgsm, pgd (BIM with --no-random-start), ascent (lecture, untargeted), "
                         "penalty (lecture, targeted), apgd (Auto-PGD, --loss ce|dlr), apgd-t and fab "
                         "(targeted; without --target the 9 highest-ranked wrong classes, as "
-                        "AutoAttack), square (gradient-free), autoattack (the standard ensemble)")
+                        "AutoAttack), square (gradient-free), deepfool and cw (minimal-norm: metrics' "
+                        "norms over the images they flip), autoattack (the standard ensemble)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="the ball (default linf)")
     p.add_argument("--eps", type=float, default=None, help="the ball's radius (default 0.3 Linf, 2.0 L2)")
     p.add_argument("--steps", type=int, default=None,
-                   help="iterations (default: pgd 40, ascent 20, penalty 100, apgd/apgd-t/fab 100)")
+                   help="iterations (default: pgd 40, ascent 20, penalty 100, apgd/apgd-t/fab 100, "
+                        "deepfool 50, cw 10000 per binary-search step)")
     p.add_argument("--queries", type=int, default=None, help="square: model queries per image (default 5000)")
+    p.add_argument("--binary-steps", type=int, default=None,
+                   help="cw: binary-search steps over the constant c (default 9, Foolbox's)")
     p.add_argument("--step-size", type=float, default=None,
                    help="pgd: 0.01 (Linf) or 2.5*eps/steps (L2); ascent: 0.05 (the lecture's); "
                         "penalty: learning rate 0.1")
@@ -533,10 +538,12 @@ def _run_attack(args):
     flagged(check_method_target, m, args.target)
     misplaced = {
         "--eps": (args.eps is not None, _BALL),
-        "--norm": (args.norm != "linf", _BALL),
+        "--norm": (args.norm != "linf", _BALL + ("deepfool",)),
         "--restarts": (args.restarts != 1, ("pgd", "apgd", "apgd-t", "fab", "square")),
         "--no-random-start": (args.no_random_start, ("pgd",)),
-        "--steps": (args.steps is not None, ("pgd", "ascent", "penalty", "apgd", "apgd-t", "fab")),
+        "--steps": (args.steps is not None, ("pgd", "ascent", "penalty", "apgd", "apgd-t", "fab",
+                                             "deepfool", "cw")),
+        "--binary-steps": (args.binary_steps is not None, ("cw",)),
         "--step-size": (args.step_size is not None, ("pgd", "ascent", "penalty")),
         "--queries": (args.queries is not None, ("square",)),
         "--lam": (args.lam != 30.0, ("penalty",)),
@@ -552,6 +559,8 @@ def _run_attack(args):
         raise ValueError("--loss: apgd takes ce or dlr")
     if args.queries is not None:
         check_int(args.queries, "--queries", minimum=1)
+    if args.binary_steps is not None:
+        check_int(args.binary_steps, "--binary-steps", minimum=1)
     eps = args.eps if args.eps is not None else (0.3 if args.norm == "linf" else 2.0)
     check_float(eps, "--eps", minimum=0)
     check_writable(args.metrics, "--metrics")
@@ -580,6 +589,10 @@ def _run_attack(args):
     elif m == "square":
         options = {"norm": args.norm, "eps": eps, "queries": args.queries or 5000,
                    "restarts": args.restarts}
+    elif m == "deepfool":
+        options = {"norm": args.norm, "steps": args.steps or 50}
+    elif m == "cw":                              # L2 only; Foolbox 3.3.4's defaults
+        options = {"steps": args.steps or 10000, "binary_steps": args.binary_steps or 9}
     else:                                       # autoattack: seeded by position, not by rng
         options = {"norm": args.norm, "eps": eps, "seed": args.seed}
 

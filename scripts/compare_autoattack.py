@@ -15,7 +15,6 @@ for 1.5 points per component on 500 images, and the issue 1.0 point for the ense
 1000). Exit status 0; 2 on bad input or a missing reference library.
 """
 import argparse
-import json
 import logging
 import os
 import re

@@ -111,7 +111,7 @@ def test_images_labelled_with_the_target_are_not_attacked(params, data):
     (lambda p, x, y: attack_dataset(p, x, y, "pgd", target="ten", eps=0.1), ValueError, "^target:.*'ten'"),
     (lambda p, x, y: attack_dataset(p, x, y, "pgd", target=10, eps=0.1), ValueError, "^target:.*10"),
     (lambda p, x, y: attack_dataset(p, x, y, "pgd", target=2.5, eps=0.1), TypeError, "^target:"),
-    (lambda p, x, y: attack_dataset(p, x, y, "cw", eps=0.1), ValueError, "^method:.*'cw'"),
+    (lambda p, x, y: attack_dataset(p, x, y, "jsma", eps=0.1), ValueError, "^method:.*'jsma'"),
     (lambda p, x, y: attack_dataset(p, x, y, "pgd", eps=0.1, lam=3.0), TypeError, "^lam: .*'pgd'"),
     (lambda p, x, y: attack_dataset(p, x, y, "fgsm", eps=0.1, steps=3), TypeError, "^steps: .*'fgsm'"),
     (lambda p, x, y: attack_dataset(p, x, y, "fgsm", eps=-1.0), ValueError, "^eps:"),
@@ -125,7 +125,8 @@ def test_errors_name_parameters_not_flags(call, error, match, params, data):
 
 
 def test_method_options_and_target_rules():
-    assert METHODS == ("fgsm", "pgd", "ascent", "penalty", "apgd", "apgd-t", "fab", "square", "autoattack")
+    assert METHODS == ("fgsm", "pgd", "ascent", "penalty", "apgd", "apgd-t", "fab", "square", "deepfool",
+                       "cw", "autoattack")
     assert "seed" in method_options("autoattack") and "queries" in method_options("square")
     with pytest.raises(ValueError, match="target: AutoAttack is untargeted"):
         check_method_target("autoattack", 3)

@@ -240,6 +240,9 @@ def model_file(tmp_path_factory):
     ["--method", "fab", "--steps", "3", "--eps", "0.05"],
     ["--method", "square", "--queries", "20", "--eps", "0.05"],
     ["--method", "autoattack", "--eps", "0.05"],
+    ["--method", "deepfool", "--steps", "10"],
+    ["--method", "deepfool", "--norm", "linf", "--steps", "10"],
+    ["--method", "cw", "--steps", "20", "--binary-steps", "2"],
 ])
 def test_cli_runs_each_new_method(model_file, tmp_path, argv, capsys):
     import json
@@ -249,6 +252,7 @@ def test_cli_runs_each_new_method(model_file, tmp_path, argv, capsys):
     d = json.loads(m.read_text())
     assert d["n"] == 6 and 0 <= d["robust_acc"] <= d["clean_acc"] <= 1
     assert d["config"]["method"] == argv[1]
+    assert d["norms_over"] == ("flipped" if argv[1] in ("deepfool", "cw") else "attacked")
     if argv[1] == "autoattack":
         assert set(d["details"]["after"]) == set(STANDARD)
         assert d["details"]["robust_accuracy"] == pytest.approx(d["robust_acc"])
@@ -262,6 +266,8 @@ def test_cli_runs_each_new_method(model_file, tmp_path, argv, capsys):
     (["--method", "fgsm", "--loss", "dlr"], "--loss"),
     (["--method", "apgd", "--loss", "lecture"], "--loss"),
     (["--method", "square", "--queries", "0"], "--queries"),
+    (["--method", "deepfool", "--target", "3"], "--target"),
+    (["--method", "pgd", "--binary-steps", "3"], "--binary-steps"),
 ])
 def test_cli_refuses_options_of_other_methods(model_file, argv, flag, capsys):
     from scratchadv.cli import main

@@ -131,7 +131,7 @@ CLI = {
     "train defense eps < 0": (["train", "--defense", "pgd", "--eps", "-1"], "eps"),
     "attack eps < 0": (["attack", "--model", "{model}", "--method", "pgd", "--eps", "-0.1"], "eps"),
     "attack steps 0": (["attack", "--model", "{model}", "--method", "pgd", "--steps", "0"], "steps"),
-    "attack method": (["attack", "--model", "{model}", "--method", "deepfool"], "--method"),
+    "attack method": (["attack", "--model", "{model}", "--method", "jsma"], "--method"),
     "attack missing model": (["attack", "--model", "/nonexistent.npz", "--method", "fgsm"], "/nonexistent.npz"),
     "attack target 12": (["attack", "--model", "{model}", "--method", "pgd", "--target", "12"], "target"),
     "attack n 0": (["attack", "--model", "{model}", "--method", "fgsm", "--n", "0"], "n"),

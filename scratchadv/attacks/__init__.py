@@ -21,6 +21,10 @@ Which file holds what:
                     Croce & Hein 2020; ``losses.py``: cross-entropy, DLR, targeted DLR
 ``fab.py``          :func:`fab`, :func:`fab_targeted` (FAB-T): Croce & Hein 2020 (ICML)
 ``square.py``       :func:`square`: the gradient-free Square Attack (Andriushchenko et al. 2020)
+``deepfool.py``     :func:`deepfool` (Moosavi-Dezfooli et al. 2016), minimal L2 / Linf
+``cw.py``           :func:`cw_l2` (Carlini & Wagner 2017), minimal L2; with
+                    :func:`minimal_perturbation` (bisection over PGD) and :func:`fab` without
+                    ``eps``, the minimal-norm attacks: ``eps`` in their result is the norm found
 ``autoattack.py``   :func:`autoattack`: the standard ensemble of the four, per-image AND,
                     resumable
 ==================  ==========================================================================
@@ -45,7 +49,9 @@ Conventions shared by all attacks:
 - Inputs are validated once, at the public entry; the loops do not re-check them.
 """
 from .apgd import apgd, apgd_targeted
+from .cw import cw_l2
 from .dataset import DatasetAttack, attack_dataset
+from .deepfool import deepfool
 from .fab import fab, fab_targeted
 from .geometry import NORMS, default_step_size, get_norm
 from .lecture import LOSSES, fake_image, gradient_ascent, penalty_attack, slides_loss
@@ -56,6 +62,6 @@ from .square import square
 __all__ = ["AttackResult", "fake_image", "gradient_ascent", "penalty_attack", "fgsm", "pgd",
            "minimal_perturbation", "summarize", "NORMS", "get_norm", "default_step_size",
            "attack_dataset", "DatasetAttack", "slides_loss", "LOSSES", "apgd", "apgd_targeted",
-           "fab", "fab_targeted", "square", "autoattack"]
+           "fab", "fab_targeted", "square", "autoattack", "deepfool", "cw_l2"]
 
 from .autoattack import autoattack  # noqa: E402  (it builds on the attacks above)

@@ -24,6 +24,8 @@ from .gradients import check_model
 from .lecture import gradient_ascent, penalty_attack
 from .apgd import apgd, apgd_targeted
 from .autoattack import autoattack
+from .cw import cw_l2
+from .deepfool import deepfool
 from .fab import fab, fab_targeted
 from .pgd import fgsm, pgd
 from .square import square
@@ -55,6 +57,10 @@ _METHODS = {
                 **{k: v for k, v in o.items() if k not in ("n_targets", "final_search", "early_stop")})),
     "square": (square, lambda p, x, y, t, f, rng, verbose, o:
                square(p, x, y, target=t, rng=rng, predict_fn=f, verbose=verbose, **o)),
+    "deepfool": (deepfool, lambda p, x, y, t, f, rng, verbose, o:
+                 deepfool(p, x, y, predict_fn=f, verbose=verbose, **o)),
+    "cw": (cw_l2, lambda p, x, y, t, f, rng, verbose, o:
+           cw_l2(p, x, y, target=t, predict_fn=f, verbose=verbose, **o)),
     # AutoAttack draws from its own seed (an option), by batch position
     "autoattack": (autoattack, lambda p, x, y, t, f, rng, verbose, o:
                    autoattack(p, x, y, predict_fn=f, verbose=verbose, **o)),
@@ -62,8 +68,10 @@ _METHODS = {
 
 #: the methods :func:`attack_dataset` runs: fgsm, pgd, ascent (the lecture's untargeted
 #: ascent), penalty (the lecture's targeted penalty attack), apgd, apgd-t, fab (FAB-T
-#: without a target), square, autoattack (the standard ensemble)
+#: without a target), square, deepfool, cw (minimal-norm), autoattack (the standard ensemble)
 METHODS = tuple(_METHODS)
+#: the minimal-norm methods (their metrics' norms are over the images they flip)
+MINIMAL = ("deepfool", "cw")
 
 # arguments attack_dataset supplies itself, so not options of a method
 _SUPPLIED = {"target", "rng", "predict_fn", "verbose", "components", "state_path", "resume"}
@@ -106,6 +114,8 @@ def check_method_target(method, target):
                         f"got {target!r}")
     if method == "ascent" and target is not None:
         raise ValueError("target: the lecture's ascent is untargeted (use method 'penalty' or 'pgd')")
+    if method == "deepfool" and target is not None:
+        raise ValueError("target: DeepFool is untargeted (use method 'cw' or 'fab' with a target)")
     if method == "autoattack" and target is not None:
         raise ValueError("target: AutoAttack is untargeted (its targeted parts, apgd-t and fab, "
                          "choose their own targets)")
@@ -173,7 +183,8 @@ def attack_dataset(params, x, y, method, *, target=None, predict_fn=predict, rng
     res = _METHODS[method][1](params, xs, ys, ts, predict_fn, rng, verbose, options)
     seconds = time.perf_counter() - t0
 
-    metrics = summarize(res, ys, cps)
+    # a minimal-norm attack is measured by the norms of the images it flips
+    metrics = summarize(res, ys, cps, norms_over="flipped" if method in MINIMAL else "attacked")
     metrics["n"] = n
     metrics["clean_acc"] = float(onp.mean(clean_pred == y))
     if res.details:

@@ -100,14 +100,16 @@ def empty_history(n):
     return onp.zeros((0, n), dtype=onp.float64)
 
 
-def summarize(result, y, clean_pred):
+def summarize(result, y, clean_pred, norms_over="attacked"):
     """Metrics of an attack on labelled images -> dict of plain floats.
 
     y: (N,) true labels; clean_pred: (N,) predictions on the clean images.
     ``clean_acc``/``robust_acc``: accuracy before/after. ``success_rate``: among images
     classified correctly before (and, targeted, whose label differs from the target),
     the fraction misclassified after (targeted: classified as the target). Norm
-    statistics are over the same images (the ones the attack had work to do).
+    statistics are over the same images (the ones the attack had work to do), or with
+    ``norms_over="flipped"`` over those of them the attack succeeded on (the measure of
+    a minimal-norm attack: an image it could not flip has no minimal perturbation).
     """
     y = onp.asarray(y)
     correct = onp.asarray(clean_pred) == y
@@ -116,8 +118,12 @@ def summarize(result, y, clean_pred):
            "robust_acc": float(onp.mean(result.pred == y)),
            "success_rate": float(result.success[pool].mean()) if pool.any() else float("nan"),
            "attacked": int(pool.sum())}
+    if norms_over not in ("attacked", "flipped"):
+        raise ValueError(f"norms_over: expected 'attacked' or 'flipped', got {norms_over!r}")
+    over = pool & result.success if norms_over == "flipped" else pool
+    out["norms_over"] = norms_over
     for k in ("linf", "l2", "l1"):
-        v = getattr(result, k)[pool]
+        v = getattr(result, k)[over]
         out[f"mean_{k}"] = float(v.mean()) if len(v) else float("nan")
         out[f"median_{k}"] = float(onp.median(v)) if len(v) else float("nan")
     return out
