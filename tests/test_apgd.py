@@ -427,3 +427,18 @@ def test_robust_accuracy_matches_pyautoattack(which, norm, eps, n, small_model, 
     assert abs(acc - ref_acc) <= TOL + 1e-9, (acc, ref_acc)
     # and the attack really works on this model: far below the clean accuracy
     assert acc < np.mean(predict(p, x).argmax(1) == y) - 0.3
+
+
+def test_explicit_target_dlr_is_the_papers_while_y_leads_then_targets_the_rival():
+    """With success ``pred == target`` the targeted DLR compares the target with its
+    strongest rival: the paper's formula while y leads, and it keeps pushing once a third
+    class has overtaken y (the paper's, comparing with y only, would not)."""
+    from scratchadv.attacks.apgd import _dlr_to_target, _dlr_towards
+    lab = np.array([[0, 2], [0, 2]])
+    z = np.array([[3.0, 1.0, 0.5, 0.2, 0.0, -1, -1, -1, -1, -1],     # y = 0 leads
+                  [2.0, 3.0, 0.5, 0.2, 0.0, -1, -1, -1, -1, -1]])    # class 1 overtook y
+    ours, paper = _dlr_to_target(z, lab), _dlr_towards(z, lab)
+    assert ours[0] == pytest.approx(paper[0])
+    assert ours[1] < paper[1]                 # the target is further from winning than from y
+    den = 3.0 - (0.2 + 0.0) / 2
+    assert ours[1] == pytest.approx(-(3.0 - 0.5) / den) and paper[1] == pytest.approx(-(2.0 - 0.5) / den)

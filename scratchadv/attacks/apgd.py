@@ -64,7 +64,7 @@ from ..validate import check_choice, check_float, check_images, check_int, check
     check_target
 from .geometry import Norm, get_norm, l2_normalize, per_image
 from .gradients import check_model, check_rng, loss_grad, loss_only
-from .losses import _dlr, _targeted_dlr
+from .losses import DLR_FLOOR, _dlr, _pick, _ranked, _targeted_dlr
 from .pgd import _check_flag
 from .result import build_result, concat_parts, empty_history
 
@@ -151,8 +151,23 @@ def _dlr_towards(z, lab):
     return _targeted_dlr(z, lab[:, 0], lab[:, 1])
 
 
+def _dlr_to_target(z, lab):
+    """The targeted DLR for an attack whose success is ``pred == target``: the target's
+    margin over its strongest rival instead of over y alone. While the image is still
+    classified y (where every run starts) the rival is y and this is the paper's targeted
+    DLR; once another class overtakes y, the paper's loss would stop pushing towards the
+    target (it compares the target with y only), this one keeps pushing (FAB's
+    explicit-target steps do the same)."""
+    t = lab[:, 1]
+    order = _ranked(z)
+    rival = onp.where(order[:, 0] == t, order[:, 1], order[:, 0])
+    num = _pick(z, rival) - _pick(z, t)
+    den = _pick(z, order[:, 0]) - (_pick(z, order[:, 2]) + _pick(z, order[:, 3])) / 2 + DLR_FLOOR
+    return -num / den
+
+
 _OBJECTIVES = {("ce", False): _ce, ("dlr", False): _dlr_of,
-               ("ce", True): _ce_towards, ("dlr", True): _dlr_towards}
+               ("ce", True): _ce_towards, ("dlr", True): _dlr_to_target}
 
 
 @dataclass(frozen=True)
