@@ -440,5 +440,5 @@ def test_explicit_target_dlr_is_the_papers_while_y_leads_then_targets_the_rival(
     ours, paper = _dlr_to_target(z, lab), _dlr_towards(z, lab)
     assert ours[0] == pytest.approx(paper[0])
     assert ours[1] < paper[1]                 # the target is further from winning than from y
-    den = 3.0 - (0.2 + 0.0) / 2
+    den = 3.0 - (0.5 + 0.2) / 2              # z_pi1 - (z_pi3 + z_pi4) / 2
     assert ours[1] == pytest.approx(-(3.0 - 0.5) / den) and paper[1] == pytest.approx(-(2.0 - 0.5) / den)
