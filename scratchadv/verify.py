@@ -130,7 +130,7 @@ def ours(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, step_
          v=None):
     """Every compared quantity computed by scratchadv, as numpy arrays in x's dtype.
 
-    params: dict of arrays of x's dtype; x: (N, C, H, W) in [0, 1]; y: (N,) int64;
+    params: dict of arrays (cast to x's dtype); x: (N, C, H, W) in [0, 1]; y: (N,) int64;
     v: the HVP direction (default :func:`direction`). Returns {"logits", "loss",
     "grad_W": {name: array}, "grad_x", "dbp_W": {...}, "pen_W": {...}, "hvp_x",
     "pgd_delta", "pool_inputs": [(N, C, H, W) per pooling layer]}.
@@ -142,6 +142,7 @@ def ours(params, x, y, *, architecture="lecture-cnn-v1", lam=1.0, eps=0.3, step_
     from .losses import gradient_regularized_loss, input_gradient, loss
     predict_fn = get_architecture(architecture).predict
     v = direction(x) if v is None else v
+    params = {k: onp.asarray(w, dtype=x.dtype) for k, w in params.items()}
 
     def penalty(p):
         g = input_gradient(p, x, y, predict_fn)
@@ -524,6 +525,8 @@ def compare(params, x, y, *, framework="torch", architecture="lecture-cnn-v1", l
     add("grad x", "grad_x")
     add("hvp x", "hvp_x")
     rows.append(_pgd_row(ga, gb, keep, set_aside, TARGETS[onp.dtype(dtype).name]))
+    if correction:
+        rows[-1]["correction"] = correction
     rows.append({"quantity": "pooling routing", "abs_err": 0.0, "rel_err": 0.0, "scale": 0.0,
                  "windows_routed_differently": sum(la["routed_differently"]
                                                    for la in route["layers"]),
@@ -914,7 +917,7 @@ def conventions(frameworks=("torch", "jax", "tensorflow")):
     and each framework.
     """
     from . import __version__
-    frameworks = check_frameworks(frameworks)
+    frameworks = check_frameworks(frameworks) if len(frameworks) else ()
     from importlib.metadata import version
     out = {"scratchadv": {"installed": True,
                           "version": f"{__version__} (autograd {version('autograd')})"}}
