@@ -77,27 +77,29 @@ ROUTING_DEPENDENT = ("grad_W", "dbp_W", "pen_W", "grad_x", "hvp_x", "pgd_delta")
 # Checks of the arguments
 # ---------------------------------------------------------------------------
 
-def check_frameworks(against):
-    """``against`` as a tuple of framework names (a comma-separated string or a list)."""
-    names = [s.strip() for s in against.split(",")] if isinstance(against, str) else list(against)
+def _names(value, known, param):
+    """``value`` (a comma-separated string or a list) as a tuple of distinct names, each
+    one of ``known``; else ``ValueError`` naming ``param``."""
+    names = [s.strip() for s in value.split(",")] if isinstance(value, str) else list(value)
     names = [s for s in names if s]
-    bad = [s for s in names if s not in FRAMEWORKS]
+    bad = [s for s in names if s not in known]
     if bad or not names:
-        raise ValueError(f"against: expected some of {', '.join(FRAMEWORKS)}, got "
+        raise ValueError(f"{param}: expected some of {', '.join(known)}, got "
                          f"{', '.join(map(repr, bad)) if bad else 'none'}")
     return tuple(dict.fromkeys(names))
+
+
+def check_frameworks(against):
+    """``against`` as a tuple of framework names (a comma-separated string or a list)."""
+    return _names(against, tuple(FRAMEWORKS), "against")
 
 
 def check_dtypes(dtypes):
-    """``dtypes`` as a tuple of 'float64'/'float32' (a comma-separated string or a list)."""
-    names = [s.strip() for s in dtypes.split(",")] if isinstance(dtypes, str) else \
-        [onp.dtype(d).name if not isinstance(d, str) else d for d in dtypes]
-    names = [s for s in names if s]
-    bad = [s for s in names if s not in TARGETS]
-    if bad or not names:
-        raise ValueError(f"dtypes: expected some of float64, float32, got "
-                         f"{', '.join(map(repr, bad)) if bad else 'none'}")
-    return tuple(dict.fromkeys(names))
+    """``dtypes`` as a tuple of 'float64'/'float32' (a comma-separated string or a list
+    of names or numpy dtypes)."""
+    if not isinstance(dtypes, str):
+        dtypes = [d if isinstance(d, str) else onp.dtype(d).name for d in dtypes]
+    return _names(dtypes, tuple(TARGETS), "dtypes")
 
 
 def _twin(framework):
@@ -680,9 +682,7 @@ def verify(cases, *, against=("torch", "jax", "tensorflow"), dtypes=("float64", 
     """
     from .validate import check_int
     against, dtypes = check_frameworks(against), check_dtypes(dtypes)
-    images = tuple(s.strip() for s in images.split(",")) if isinstance(images, str) else tuple(images)
-    if not images or any(s not in ("mnist", "random") for s in images):
-        raise ValueError(f"images: expected some of mnist, random, got {images}")
+    images = _names(images, ("mnist", "random"), "images")
     check_int(n, "n", minimum=1)
     if not cases:
         raise ValueError("cases: nothing to compare")
