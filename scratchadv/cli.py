@@ -772,6 +772,67 @@ def _run_demo(args):
         return 130
     return 0
 
+
+# --- verify ----------------------------------------------------------------
+
+@command("verify", help="check every gradient against PyTorch, JAX and TensorFlow on the same "
+                        "weights and images; --conventions: their tie and dtype conventions")
+def _add_verify(p):
+    p.add_argument("--model", default=None, metavar="M",
+                   help="a model file to check (default: random weights of --architecture)")
+    p.add_argument("--architecture", default=None,
+                   help="architecture of the random weights (default lecture-cnn-v1), or the "
+                        "one --model must have")
+    p.add_argument("--against", default="torch,jax,tensorflow", metavar="F,...",
+                   help="frameworks to compare with (default torch,jax,tensorflow)")
+    p.add_argument("--dtype", dest="dtypes", default="float64,float32", metavar="D,...",
+                   help="float64 (target rel err 1e-10) and/or float32 (1e-4); default both")
+    p.add_argument("--n", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--images", default="mnist,random",
+                   help="mnist (real digits, exact ties), random (noise); default both")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and images (default 0)")
+    p.add_argument("--data", default=None, help="folder with the MNIST files")
+    p.add_argument("--json", default=None, metavar="J", help="write the full report as JSON here")
+    p.add_argument("--conventions", action="store_true",
+                   help="print the measured conventions table (Markdown) instead")
+    p.add_argument("--quiet", action="store_true", help="only the summary lines")
+
+
+@_add_verify.run
+def _run_verify(args):
+    from . import verify
+    from .checkpoint import CheckpointError, load_model
+    from .fileio import atomic_write_json, check_writable
+    from .model import get_architecture
+
+    against = verify.check_frameworks(args.against)
+    if args.conventions:
+        table = verify.conventions(against)
+        print(verify.format_conventions(table))
+        if args.json:
+            check_writable(args.json, "--json")
+            atomic_write_json(args.json, table)
+        return 0
+    dtypes = verify.check_dtypes(args.dtypes)
+    check_writable(args.json, "--json")
+    if args.model is None:
+        arch = get_architecture(args.architecture or "lecture-cnn-v1")
+        cases = {f"random weights (seed {args.seed})": (arch.init_params(args.seed), arch.name)}
+    else:
+        if args.architecture is not None:
+            get_architecture(args.architecture)
+        try:
+            params, meta = load_model(args.model, args.architecture)
+        except CheckpointError as e:
+            raise ValueError(f"model: {e}") from None
+        cases = {args.model: (params, meta["architecture"])}
+    doc = verify.verify(cases, against=against, dtypes=dtypes, n=args.n, seed=args.seed,
+                        data=args.data, images=args.images, verbose=not args.quiet)
+    print("all within target" if doc["passed"] else "SOME QUANTITIES OVER TARGET")
+    if args.json:
+        atomic_write_json(args.json, doc)
+    return 0 if doc["passed"] else 1
+
 # ---------------------------------------------------------------------------
 
 

@@ -320,18 +320,19 @@ def test_torch_trained_state_dict_imported_predicts_identically(mnist, tmp_path)
 
 
 def test_importing_the_library_does_not_import_torch():
-    """PyTorch is an optional extra: no module of the library imports it at import time."""
+    """PyTorch, JAX and TensorFlow are optional extras: no module of the library, the
+    framework twins included, imports one at import time."""
     import subprocess
     import sys
     code = ("import sys, pkgutil, importlib, scratchadv\n"
-            "for m in pkgutil.iter_modules(scratchadv.__path__):\n"
-            "    importlib.import_module('scratchadv.' + m.name)\n"
+            "for m in pkgutil.walk_packages(scratchadv.__path__, 'scratchadv.'):\n"
+            "    importlib.import_module(m.name)\n"
             "from scratchadv.cli import build_parser; build_parser()\n"
-            "print('torch' in sys.modules)")
+            "print(sorted(f for f in ('torch', 'jax', 'tensorflow') if f in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
 
 
 def test_one_matcher_of_arrays_to_architectures():
