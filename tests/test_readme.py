@@ -19,9 +19,9 @@ def test_readme_has_snippets():
 def test_readme_commands_match_ci():
     text = open(README, encoding="utf-8").read()
     ci = open(os.path.join(os.path.dirname(README), ".ci", "run"), encoding="utf-8").read()
-    test_cmd = re.search(r'pip install -e "\.\[test,torch\]" && python -m pytest', text)
+    test_cmd = re.search(r'pip install -e "\.\[test,torch,tensorflow\]" && python -m pytest', text)
     assert test_cmd, "README must give the test command"
-    assert 'python -m pip install -e ".[test,torch]"' in ci and "python -m pytest" in ci
+    assert 'python -m pip install -e ".[test,torch,tensorflow]"' in ci and "python -m pytest" in ci
     assert "pip install -e . && scratchadv demo" in text
 
 
