@@ -18,8 +18,9 @@ Modules (data flows one way, top to bottom):
                 report (Markdown, files), model_file (evaluate_file)
     gradcheck   finite-difference gradient checks (first and second order)
     interchange PyTorch state_dict and Keras weight layouts
-    frameworks/ the same networks in torch.nn (optional; imports torch lazily);
-                torch_model re-exports it
+    frameworks/ the same networks in torch.nn, JAX and TensorFlow (optional; each
+                imported on demand); torch_model re-exports the torch twin
+    verify      every gradient against the installed frameworks; conventions probes
     plots       every figure
     demo/       the whole lecture as a report folder: settings, sections, report, run
     cli         the ``scratchadv`` command
