@@ -69,14 +69,25 @@ def _add_train(p):
     p.add_argument("--data", default=None, help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     d = p.add_argument_group("defenses")
-    d.add_argument("--defense", default="none", choices=["none", "pgd", "gradreg"],
-                   help="pgd: adversarial (min-max) training; gradreg: input-gradient regularization")
-    d.add_argument("--eps", type=float, default=None, help="pgd: Linf radius of the training attack")
-    d.add_argument("--pgd-steps", type=int, default=None, help="pgd: attack steps per batch")
-    d.add_argument("--pgd-step-size", type=float, default=None, help="pgd: attack step size")
+    d.add_argument("--defense", default="none", choices=["none", "pgd", "gradreg", "trades"],
+                   help="pgd: adversarial (min-max) training; gradreg: input-gradient regularization; "
+                        "trades: CE + beta * KL(clean || adversarial) (Zhang et al. 2019)")
+    d.add_argument("--eps", type=float, default=None,
+                   help="pgd, trades: Linf radius of the training attack (default 0.1; above 0.2 "
+                        "the defaults change: eps warm-up over 40%% of the epochs, 5 PGD steps, "
+                        "pgd: a quarter of each batch clean)")
+    d.add_argument("--pgd-steps", type=int, default=None,
+                   help="pgd, trades: attack steps per batch (default 7; 5 above eps 0.2)")
+    d.add_argument("--pgd-step-size", type=float, default=None,
+                   help="pgd, trades: attack step size (default 2.5 * eps / steps)")
     d.add_argument("--clean-frac", type=float, default=None, help="pgd: fraction of clean images per batch")
-    d.add_argument("--eps-warmup", type=float, default=None, help="pgd: epochs over which eps ramps up")
+    d.add_argument("--eps-warmup", type=float, default=None,
+                   help="pgd, trades: epochs over which eps ramps up")
     d.add_argument("--lam", type=float, default=None, help="gradreg: weight of the squared input gradient")
+    d.add_argument("--beta", type=float, default=None, help="trades: weight of the KL term (default 1)")
+    d.add_argument("--holdout", type=int, default=None,
+                   help="pgd, trades: keep the last N training images out of training and save the "
+                        "epoch's weights with the best PGD-10 accuracy on them (Rice et al. 2020)")
 
 
 @_add_train.run
@@ -95,14 +106,22 @@ def _run_train(args):
     if args.limit is not None:
         check_int(args.limit, "--limit", minimum=1, maximum=60000)
     defense_opts = {k: getattr(args, k) for k in
-                    ("eps", "pgd_steps", "pgd_step_size", "clean_frac", "eps_warmup", "lam")}
+                    ("eps", "pgd_steps", "pgd_step_size", "clean_frac", "eps_warmup", "lam", "beta")}
     if args.defense == "none":
         given = [k for k, v in defense_opts.items() if v is not None]
         if given:
-            raise ValueError(f"--{given[0].replace('_', '-')}: only meaningful with --defense pgd|gradreg")
+            raise ValueError(f"--{given[0].replace('_', '-')}: only meaningful with "
+                             f"--defense pgd|gradreg|trades")
+    notes = {"limit": args.limit}
+    if args.holdout is not None:
+        if args.defense not in ("pgd", "trades"):
+            raise ValueError("--holdout: only meaningful with --defense pgd|trades "
+                             "(the selection attacks at the defense's eps)")
+        check_int(args.holdout, "--holdout", minimum=1, maximum=(args.limit or 60000) - 1)
+        notes["holdout"] = args.holdout
     plan = plan_training(args.architecture, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, seed=args.seed, defense=args.defense,
-                         defense_options=defense_opts, notes={"limit": args.limit})
+                         defense_options=defense_opts, notes=notes)
     check_writable(args.out, "--out")
     check_writable(args.metrics, "--metrics")
     state_path = state_path_for(args.out)
@@ -111,12 +130,31 @@ def _run_train(args):
     x_train, y_train, x_test, y_test = load_mnist(args.data)
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    callbacks, selected, select_path = [], None, None
+    if args.holdout is not None:   # the last N training images: never trained on, never the test set
+        from .checkpoint import load_model
+        from .defenses import robust_selection
+        x_hold, y_hold = x_train[-args.holdout:], y_train[-args.holdout:]
+        x_train, y_train = x_train[:-args.holdout], y_train[:-args.holdout]
+        measure, selected = robust_selection(x_hold, y_hold, eps=plan.config["eps"], seed=args.seed,
+                                             predict_fn=plan.architecture.predict)
+        select_path = os.path.splitext(state_path)[0] + ".select.npz"
+        if args.resume and os.path.exists(select_path):   # the epochs measured before the interruption
+            best, meta = load_model(select_path, architecture=plan.architecture.name)
+            selected.update(meta["selection"], params=best)
+            selected["per_epoch"] = {int(k): v for k, v in selected["per_epoch"].items()}
+
+        def keep(epoch, history, params):
+            measure(epoch, history, params)
+            save_model(select_path, selected["params"], plan.architecture.name,
+                       extra={"selection": {k: v for k, v in selected.items() if k != "params"}})
+        callbacks = [keep]
 
     t0 = time.perf_counter()
     try:            # SIGTERM arrives as KeyboardInterrupt (main): fit saves its state
         params, history, _ = train_model(plan, x_train, y_train, x_val=x_test, y_val=y_test,
                                          checkpoint_path=state_path, resume=args.resume,
-                                         verbose=not args.quiet)
+                                         verbose=not args.quiet, callbacks=callbacks)
     except TrainingInterrupted as e:
         print(f"scratchadv train: {e} (resume with --resume)", file=sys.stderr)
         return 130
@@ -125,14 +163,23 @@ def _run_train(args):
         return 1
     seconds = time.perf_counter() - t0
     arch = plan.architecture
+    extra = {}
+    if selected is not None:
+        params = selected["params"]
+        extra["selection"] = {k: v for k, v in selected.items() if k != "params"}
+        print(f"selected epoch {selected['epoch']}: PGD-{selected['steps']} accuracy "
+              f"{selected['robust_accuracy']:.4f} at eps {selected['eps']:g} on {selected['n']} "
+              f"held-out training images")
     _, train_acc = evaluate_split(params, x_train, y_train, arch.predict)
     test_loss, test_acc = evaluate_split(params, x_test, y_test, arch.predict)
     save_model(args.out, params, arch.name, config=plan.config, history=history,
-               extra={"train_acc": train_acc, "test_acc": test_acc})
+               extra={"train_acc": train_acc, "test_acc": test_acc, **extra})
+    if select_path and os.path.exists(select_path):   # the model file now holds the selection
+        os.remove(select_path)
     metrics = {"architecture": arch.name, "train_acc": train_acc, "test_acc": test_acc,
                "test_loss": test_loss, "epochs": args.epochs, "seconds": seconds,
                "seconds_per_epoch": history["seconds"], "config": plan.config, "history": history,
-               "model": os.path.abspath(args.out)}
+               "model": os.path.abspath(args.out), **extra}
     if args.metrics:
         atomic_write_json(args.metrics, metrics)
     print(f"train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f} "

@@ -254,9 +254,10 @@ def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optim
 
     architecture: a name of :data:`scratchadv.model.ARCHITECTURES`; optimizer: 'rmsprop' |
     'sgd' | 'adam' (``lr`` None keeps its default; Keras defaults) or an ``optim.Optimizer``
-    (then ``lr`` must be None); defense: 'none' | 'pgd' | 'gradreg' with
+    (then ``lr`` must be None); defense: 'none' | 'pgd' | 'gradreg' | 'trades' with
     ``defense_options`` for :func:`scratchadv.defenses.make_defense` (None entries keep
-    its tuned defaults). ``notes``: JSON-ready entries the caller records about its data
+    its tuned defaults, which depend on eps and on ``epochs``:
+    :func:`scratchadv.defenses.defaults_for`). ``notes``: JSON-ready entries the caller records about its data
     (e.g. ``{"limit": 1000}``), kept between the optimizer and the defense settings.
 
     ``config`` = ``{"epochs", "batch_size", "optimizer", "opt_<hyper-parameter>"...,
