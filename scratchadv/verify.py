@@ -73,6 +73,17 @@ _EXTRAS = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 ROUTING_DEPENDENT = ("grad_W", "dbp_W", "pen_W", "grad_x", "hvp_x", "pgd_delta")
 
 
+def row_passes(row, target):
+    """A quantity agrees if ours and theirs differ by at most ``target`` (relative), or, in
+    float32, if each is within ``target`` of the float64 result (``ours_vs_f64``,
+    ``theirs_vs_f64``): then both are right to float32 precision and their difference is
+    the sum of two roundings. That happens for the small second-order gradients of a very
+    confident model (loss ~1e-4), whose float32 values carry a few 1e-5 of rounding each."""
+    if row["rel_err"] <= target:
+        return True
+    return row.get("ours_vs_f64", float("inf")) <= target and row.get("theirs_vs_f64", float("inf")) <= target
+
+
 # ---------------------------------------------------------------------------
 # Checks of the arguments
 # ---------------------------------------------------------------------------
@@ -577,15 +588,17 @@ def format_rows(rows, target, title=None, framework="torch"):
                             f" relative); their {r['images_set_aside']} image(s) are left out of "
                             "the gradient rows" if r["windows_routed_differently"] else ""))
             continue
-        ok = r["rel_err"] <= target
+        ok = row_passes(r, target)
         extra = (f"  ({r['sign_flips']} sign flips where |g| <= target * max|g|)"
                  if r.get("sign_flips") else "")
         ref = ""
         if f64:
             ref = (f"{r['ours_vs_f64']:>9.1e} {r['theirs_vs_f64']:>9.1e}  " if "ours_vs_f64" in r
                    else f"{'':>9} {'':>9}  ")
+        verdict = ("ok" if r["rel_err"] <= target else "ok (each within target of float64)") if ok \
+            else "OVER " + format(target, "g")
         lines.append(f"{r['quantity']:<34} {r['scale']:>10.3e} {r['abs_err']:>10.2e} "
-                     f"{r['rel_err']:>10.2e}  {ref}{'ok' if ok else 'OVER ' + format(target, 'g')}"
+                     f"{r['rel_err']:>10.2e}  {ref}{verdict}"
                      f"{extra}")
     if any(r.get("correction") for r in rows):
         lines.append(f"compared on jittered images: {framework}'s pooling tie rule is not "
@@ -638,7 +651,7 @@ def run(cases, image_sets_, *, framework="torch", lam=1.0, eps=0.3, step_size=0.
                 rows = compare(params, xx, y, framework=framework, architecture=arch, lam=lam,
                                eps=eps, step_size=step_size)
                 target = TARGETS[dt]
-                ok = all(r["rel_err"] <= target for r in rows)
+                ok = all(row_passes(r, target) for r in rows)
                 all_ok &= ok
                 ties = float(onp.mean(xx == 0))
                 title = (f"\n== {framework} | {wname} ({arch}) | {desc} | {dt} | exact zeros: "
@@ -707,7 +720,8 @@ def verify(cases, *, against=("torch", "jax", "tensorflow"), dtypes=("float64", 
         doc["frameworks"][fw] = {"installed": True, "version": version, "passed": ok,
                                  "worst": worst_, "cases": report}
         for dt, groups in worst_.items():
-            out(f"{fw} {dt} (target {TARGETS[dt]:g}): {'ok' if ok else 'OVER TARGET'}; worst "
+            ok_dt = all(c["passed"] for c in report if c["dtype"] == dt)
+            out(f"{fw} {dt} (target {TARGETS[dt]:g}): {'ok' if ok_dt else 'OVER TARGET'}; worst "
                 + ", ".join(f"{g} {v:.1e}" if isinstance(v, float) else f"{g} {v}"
                             for g, v in groups.items()))
     doc["passed"] &= compared

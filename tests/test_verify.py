@@ -247,3 +247,12 @@ def test_trained_model_matches_every_framework_on_real_digits(natural_model_path
         print("input-gradient change on 32 real digits:", impact)
         assert all(v["jittered"] <= 1e-10 for v in impact.values()), impact
         assert impact["max-pool as jnp.max (split ties)"]["as_given"] > 1e-3, impact
+
+
+def test_float32_rows_pass_when_each_side_is_right_to_float32():
+    """A float32 difference of two roundings: each library within target of float64."""
+    row = {"rel_err": 1.02e-4, "ours_vs_f64": 3.9e-5, "theirs_vs_f64": 6.7e-5}
+    assert V.row_passes(row, 1e-4)
+    assert not V.row_passes({**row, "ours_vs_f64": 2e-4}, 1e-4)
+    assert not V.row_passes({"rel_err": 2e-10}, 1e-10)          # float64: no such excuse
+    assert V.row_passes({"rel_err": 5e-11}, 1e-10)
