@@ -7,7 +7,7 @@ import numbers
 import numpy as onp
 
 __all__ = ["check_images", "check_labels", "check_target", "check_params",
-           "check_int", "check_float", "check_choice"]
+           "check_int", "check_float", "check_choice", "check_names", "check_flag"]
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -143,6 +143,27 @@ def check_float(v, name, minimum=None, maximum=None, strict_min=False):
     if maximum is not None and v > maximum:
         raise ValueError(f"{name}: expected a number <= {maximum}, got {v:g}")
     return v
+
+
+def check_flag(v, name):
+    """v must be True or False (a numpy bool too) -> bool."""
+    if not isinstance(v, (bool, onp.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {v!r}")
+    return bool(v)
+
+
+def check_names(values, name, choices, what="name", unique=False):
+    """A non-empty sequence of names, each one of ``choices`` (and each once if ``unique``)
+    -> list."""
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}: expected at least one {what}, got none")
+    for v in values:
+        if v not in choices:
+            raise ValueError(f"{name}: expected names from {sorted(choices)}, got {v!r}")
+    if unique and len(set(values)) != len(values):
+        raise ValueError(f"{name}: expected each {what} once, got {values}")
+    return values
 
 
 def check_choice(v, name, choices):

@@ -60,12 +60,11 @@ import numpy as onp
 from ..model import predict
 from ..ops import per_example_cross_entropy
 from ..progress import Progress
-from ..validate import check_choice, check_float, check_images, check_int, check_labels, \
-    check_target
+from ..validate import (check_choice, check_flag, check_float, check_images, check_int,
+                        check_labels, check_target)
 from .geometry import Norm, get_norm, l2_normalize, per_image
 from .gradients import check_model, check_rng, loss_grad, loss_only
 from .losses import DLR_FLOOR, _dlr, _pick, _ranked, _targeted_dlr
-from .pgd import _check_flag
 from .result import build_result, concat_parts, empty_history
 
 __all__ = ["apgd", "apgd_targeted", "checkpoints", "halving_rule", "LOSSES"]
@@ -325,7 +324,7 @@ def _check_common(params, x, y, eps, norm, steps, restarts, rho, rng, predict_fn
     return (check_float(eps, "eps", minimum=0), get_norm(norm),
             check_int(steps, "steps", minimum=1), check_int(restarts, "restarts", minimum=1),
             check_float(rho, "rho", minimum=0, maximum=1, strict_min=True), check_rng(rng),
-            _check_flag(verbose, "verbose"), check_int(batch_size, "batch_size", minimum=1))
+            check_flag(verbose, "verbose"), check_int(batch_size, "batch_size", minimum=1))
 
 
 def apgd(params, x, y, *, eps, norm="linf", loss="ce", steps=100, restarts=1, rho=0.75,

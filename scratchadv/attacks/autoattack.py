@@ -38,7 +38,7 @@ from .. import __version__
 from ..checkpoint import CheckpointError, read_npz, write_npz
 from ..model import predict
 from ..progress import Progress
-from ..validate import check_float, check_images, check_int, check_labels
+from ..validate import check_float, check_images, check_int, check_labels, check_names
 from .apgd import apgd, apgd_targeted
 from .fab import fab_targeted
 from .geometry import get_norm
@@ -178,14 +178,7 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
         if not isinstance(components, dict) or not all(callable(f) for f in components.values()):
             raise TypeError("components: expected a dict of name -> attack function")
         table.update(components)
-    attacks = tuple(attacks)
-    if not attacks:
-        raise ValueError("attacks: expected at least one attack, got none")
-    for a in attacks:
-        if a not in table:
-            raise ValueError(f"attacks: expected names from {sorted(table)}, got {a!r}")
-    if len(set(attacks)) != len(attacks):
-        raise ValueError(f"attacks: expected each attack once, got {list(attacks)}")
+    attacks = tuple(check_names(attacks, "attacks", table, what="attack", unique=True))
     seed = check_int(seed, "seed", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     square_tolerance = check_float(square_tolerance, "square_tolerance", minimum=0)

@@ -43,11 +43,10 @@ from autograd.tracer import getval
 from ..model import predict
 from ..optim import adam
 from ..progress import Progress
-from ..validate import check_float, check_images, check_int, check_labels, check_target
+from ..validate import check_float, check_images, check_int, check_labels, check_target, check_flag
 from .deepfool import recheck
 from .geometry import abs_offsets
 from .gradients import check_model
-from .pgd import _check_flag
 from .result import concat_parts
 
 __all__ = ["cw_l2"]
@@ -244,7 +243,7 @@ def cw_l2(params, x, y, *, binary_steps=9, initial_const=1e-3, steps=10000, lr=1
     steps = check_int(steps, "steps", minimum=1)
     lr = check_float(lr, "lr", minimum=0, strict_min=True)
     confidence = check_float(confidence, "confidence", minimum=0)
-    abort_early = _check_flag(abort_early, "abort_early")
+    abort_early = check_flag(abort_early, "abort_early")
     t = check_target(target, len(x), y)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     run = _Run(binary_steps, initial_const, steps, lr, confidence, abort_early, t is not None,

@@ -69,7 +69,7 @@ from autograd import make_vjp
 
 from ..model import NUM_CLASSES, predict
 from ..progress import Progress
-from ..validate import check_float, check_images, check_int, check_labels, check_target
+from ..validate import check_float, check_images, check_int, check_labels, check_target, check_flag
 from .geometry import Norm, abs_offsets, get_norm
 from .gradients import check_model, check_rng, loss_only
 from .result import build_result, empty_history
@@ -404,12 +404,6 @@ def _attack(params, x, y, goal, plans, eps, run, rng, final_search, batch_size, 
             "ce": ce, "ce0": ce0}, radii
 
 
-def _check_flag(v, name):
-    if not isinstance(v, (bool, onp.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
-    return bool(v)
-
-
 def _check_settings(params, x, y, norm, eps, steps, restarts, alpha_max, eta, beta,
                     final_search, early_stop, rng, predict_fn, batch_size):
     """The checks shared by :func:`fab` and :func:`fab_targeted` -> (run parts, eps, rng)."""
@@ -425,7 +419,7 @@ def _check_settings(params, x, y, norm, eps, steps, restarts, alpha_max, eta, be
     eta = check_float(eta, "eta", minimum=0, strict_min=True)
     beta = check_float(beta, "beta", minimum=0, maximum=1, strict_min=True)
     final_search = check_int(final_search, "final_search", minimum=0)
-    early_stop = _check_flag(early_stop, "early_stop")
+    early_stop = check_flag(early_stop, "early_stop")
     if early_stop and eps is None:
         raise ValueError("early_stop: needs a bound eps (the minimal-norm mode has no "
                          "point at which an image is done)")

@@ -29,7 +29,7 @@ import numpy as onp
 
 from ..model import predict
 from ..progress import Progress
-from ..validate import check_float, check_images, check_int, check_labels, check_target
+from ..validate import check_float, check_images, check_int, check_labels, check_target, check_flag
 from .geometry import Norm, default_step_size, get_norm, per_image
 from .gradients import check_model, check_rng, loss_grad, loss_only
 from .result import build_result, concat_parts, empty_history
@@ -129,12 +129,6 @@ def _pgd_core(params, x, labels, eps, step_size, start, run, bar=None):
     return best
 
 
-def _check_flag(v, name):
-    if not isinstance(v, (bool, onp.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
-    return bool(v)
-
-
 def fgsm(params, x, y, *, eps, norm="linf", target=None, rng=None, predict_fn=predict,
          keep_best=True):
     """Fast gradient sign method: one step of size eps (Goodfellow et al. 2015).
@@ -198,9 +192,9 @@ def pgd(params, x, y, *, eps, steps=40, step_size=0.01, norm="linf", random_star
     geometry = get_norm(norm)
     restarts = check_int(restarts, "restarts", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    random_start = _check_flag(random_start, "random_start")
-    keep_best = _check_flag(keep_best, "keep_best")
-    early_stop = _check_flag(early_stop, "early_stop")
+    random_start = check_flag(random_start, "random_start")
+    keep_best = check_flag(keep_best, "keep_best")
+    early_stop = check_flag(early_stop, "early_stop")
     if early_stop and not keep_best:
         raise ValueError("early_stop: needs keep_best=True (the successful iterate must be kept)")
     t = check_target(target, len(x), y)

@@ -42,7 +42,7 @@ import numpy as onp
 from ..model import predict
 from ..ops import per_example_cross_entropy
 from ..progress import Progress
-from ..validate import check_float, check_images, check_int, check_labels, check_target
+from ..validate import check_float, check_images, check_int, check_labels, check_target, check_flag
 from .geometry import Norm, get_norm
 from .gradients import check_model, check_rng
 from .result import build_result, concat_parts, empty_history
@@ -342,12 +342,6 @@ def _square_chunk(params, x, labels, eps, restarts, run, gens, bar=None):
     return best
 
 
-def _check_flag(v, name):
-    if not isinstance(v, (bool, onp.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
-    return bool(v)
-
-
 def square(params, x, y, *, eps, norm="linf", queries=5000, p_init=0.8, restarts=1,
            target=None, rng=None, predict_fn=predict, verbose=False, batch_size=500):
     """Square Attack (Andriushchenko et al. 2020), Linf or L2, reading only the logits.
@@ -384,7 +378,7 @@ def square(params, x, y, *, eps, norm="linf", queries=5000, p_init=0.8, restarts
     p_init = check_float(p_init, "p_init", minimum=0, strict_min=True, maximum=1)
     restarts = check_int(restarts, "restarts", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    verbose = _check_flag(verbose, "verbose")
+    verbose = check_flag(verbose, "verbose")
     t = check_target(target, len(x), y)
     rng = check_rng(rng)
     labels = y if t is None else t

@@ -33,7 +33,7 @@ from ..fileio import atomic_write_json
 from ..losses import input_gradient
 from ..model import predict
 from ..progress import Progress
-from ..validate import check_images, check_labels, check_int, check_float
+from ..validate import check_images, check_labels, check_int, check_float, check_names
 from .report import mask_string, parse_mask
 
 __all__ = ["ATTACKS", "SUITES", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "FINAL_EPS", "l2_radius",
@@ -224,12 +224,7 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     restarts = check_int(restarts, "restarts", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    attacks = list(attacks)
-    if not attacks:
-        raise ValueError("attacks: expected at least one attack, got none")
-    for a in attacks:
-        if a not in ATTACKS:
-            raise ValueError(f"attacks: expected names from {sorted(ATTACKS)}, got {a!r}")
+    attacks = check_names(attacks, "attacks", ATTACKS, what="attack")
     eps_list = sorted({check_float(e, "eps", minimum=0, maximum=1) for e in eps_list}
                       | ({FINAL_EPS} if checks else set()) | {0.0})
     t0 = time.perf_counter()
