@@ -43,6 +43,37 @@ def natural_model_path(natural_model, tmp_path_factory):
     return str(path)
 
 
+#: the number of images of the ``data`` fixture
+TINY_N = 6
+
+
+@pytest.fixture(scope="module")
+def params():
+    """The lecture CNN with fresh (seed 3) weights in float64: the attacks' small model.
+    A module may define its own ``params`` instead."""
+    from scratchadv.model import init_params
+    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
+
+
+@pytest.fixture(scope="module")
+def data(params):
+    """TINY_N digit-like float64 images labelled with the model's own predictions (so all
+    are correctly classified; labels repeat)."""
+    from scratchadv.model import predict
+    x = tiny_images(TINY_N, seed=1, dtype=np.float64)
+    return x, np.argmax(predict(params, x), 1).astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def random_model_file(tmp_path_factory):
+    """A model file of the lecture CNN with fresh (seed 0) float32 weights, for CLI tests."""
+    from scratchadv.checkpoint import save_model
+    from scratchadv.model import init_params
+    path = tmp_path_factory.mktemp("models") / "random.npz"
+    save_model(path, init_params(0), "lecture-cnn-v1")
+    return str(path)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -19,21 +19,9 @@ from scratchadv.attacks.losses import cross_entropy, dlr_loss, targeted_dlr_loss
 from scratchadv.model import init_params, predict
 from scratchadv.ops import per_example_cross_entropy
 
-from conftest import tiny_images
+from conftest import TINY_N, tiny_images
 
-N = 6
-
-
-@pytest.fixture(scope="module")
-def params():
-    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
-
-
-@pytest.fixture(scope="module")
-def data(params):
-    x = tiny_images(N, seed=1, dtype=np.float64)
-    y = np.argmax(predict(params, x), 1).astype(np.int64)   # all correctly classified
-    return x, y
+N = TINY_N
 
 
 def other_target(y):

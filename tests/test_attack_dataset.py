@@ -7,24 +7,12 @@ import pytest
 from scratchadv.attacks import (AttackResult, DatasetAttack, attack_dataset, fgsm,
                                 penalty_attack, pgd, summarize)
 from scratchadv.attacks.dataset import METHODS, check_method_target, method_options
-from scratchadv.model import init_params, predict
+from scratchadv.model import predict
 
-from conftest import tiny_images
+from conftest import TINY_N
 
-N = 6
+N = TINY_N
 PGD = dict(eps=0.05, steps=5, step_size=0.0125)     # some targets fall, some do not
-
-
-@pytest.fixture(scope="module")
-def params():
-    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
-
-
-@pytest.fixture(scope="module")
-def data(params):
-    x = tiny_images(N, seed=1, dtype=np.float64)
-    y = np.argmax(predict(params, x), 1).astype(np.int64)   # all correct; labels repeat
-    return x, y
 
 
 def test_untargeted_is_the_method_itself(params, data):

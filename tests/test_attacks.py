@@ -11,21 +11,9 @@ from scratchadv.attacks import (AttackResult, fake_image, fgsm, gradient_ascent,
 from scratchadv.losses import per_example_loss
 from scratchadv.model import get_architecture, init_params, predict
 
-from conftest import tiny_images
+from conftest import TINY_N, tiny_images
 
-N = 6
-
-
-@pytest.fixture(scope="module")
-def params():
-    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
-
-
-@pytest.fixture(scope="module")
-def data(params):
-    x = tiny_images(N, seed=1, dtype=np.float64)
-    y = np.argmax(predict(params, x), 1).astype(np.int64)   # all correctly classified
-    return x, y
+N = TINY_N
 
 
 def other_target(y):
@@ -551,14 +539,6 @@ def test_natural_model_fake_images_and_lecture_attacks(natural_model, mnist):
 
 
 # --- command line -------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def random_model_file(tmp_path_factory):
-    from scratchadv.checkpoint import save_model
-    path = tmp_path_factory.mktemp("attack-cli") / "random.npz"
-    save_model(path, init_params(0), "lecture-cnn-v1")
-    return str(path)
-
 
 def test_cli_fake_writes_metrics_and_figure(random_model_file, tmp_path, capsys):
     import json

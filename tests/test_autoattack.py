@@ -223,14 +223,6 @@ def test_bad_arguments(params, data, kw, match):
         autoattack(params, x, y, **{"eps": 0.1, **kw})
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from scratchadv.checkpoint import save_model
-    path = tmp_path_factory.mktemp("aa-cli") / "random.npz"
-    save_model(path, init_params(0), "lecture-cnn-v1")
-    return str(path)
-
-
 @pytest.mark.mnist
 @pytest.mark.parametrize("argv", [
     ["--method", "apgd", "--steps", "5", "--eps", "0.05"],
@@ -244,11 +236,11 @@ def model_file(tmp_path_factory):
     ["--method", "deepfool", "--norm", "linf", "--steps", "10"],
     ["--method", "cw", "--steps", "20", "--binary-steps", "2"],
 ])
-def test_cli_runs_each_new_method(model_file, tmp_path, argv, capsys):
+def test_cli_runs_each_new_method(random_model_file, tmp_path, argv, capsys):
     import json
     from scratchadv.cli import main
     m = tmp_path / "m.json"
-    assert main(["attack", "--model", model_file, "--n", "6", "--quiet", "--metrics", str(m), *argv]) == 0
+    assert main(["attack", "--model", random_model_file, "--n", "6", "--quiet", "--metrics", str(m), *argv]) == 0
     d = json.loads(m.read_text())
     assert d["n"] == 6 and 0 <= d["robust_acc"] <= d["clean_acc"] <= 1
     assert d["config"]["method"] == argv[1]
@@ -269,7 +261,7 @@ def test_cli_runs_each_new_method(model_file, tmp_path, argv, capsys):
     (["--method", "deepfool", "--target", "3"], "--target"),
     (["--method", "pgd", "--binary-steps", "3"], "--binary-steps"),
 ])
-def test_cli_refuses_options_of_other_methods(model_file, argv, flag, capsys):
+def test_cli_refuses_options_of_other_methods(random_model_file, argv, flag, capsys):
     from scratchadv.cli import main
-    assert main(["attack", "--model", model_file, *argv]) == 2
+    assert main(["attack", "--model", random_model_file, *argv]) == 2
     assert flag in capsys.readouterr().err

@@ -10,26 +10,14 @@ import pytest
 
 from scratchadv.attacks.fab import (fab, fab_targeted, project_l2, project_linf,
                                     ranked_wrong_classes)
-from scratchadv.model import get_architecture, init_params, predict
+from scratchadv.model import get_architecture, predict
 
-from conftest import tiny_images
+from conftest import TINY_N, tiny_images
 
-N = 6
+N = TINY_N
 EPS = {"linf": 0.1, "l2": 1.5}
 PER_SAMPLE_FIELDS = ("x_adv", "success", "steps", "l1", "l2", "linf", "probs", "pred", "loss",
                      "loss_start", "eps")
-
-
-@pytest.fixture(scope="module")
-def params():
-    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
-
-
-@pytest.fixture(scope="module")
-def data(params):
-    x = tiny_images(N, seed=1, dtype=np.float64)
-    y = np.argmax(predict(params, x), 1).astype(np.int64)   # all correctly classified
-    return x, y
 
 
 # --- the projections against brute force ---------------------------------------------

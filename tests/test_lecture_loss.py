@@ -45,11 +45,6 @@ def test_slides_loss_keeps_float32():
     assert slides_loss(z, np.array([1, 2])).dtype == np.float32
 
 
-@pytest.fixture(scope="module")
-def params():
-    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
-
-
 def test_fake_image_descends_the_slides_loss(params):
     r = fake_image(params, 3, n=2, loss="lecture", rng=np.random.default_rng(0), verbose=False)
     x0 = np.random.default_rng(0).uniform(0, 1, size=(2, 1, 28, 28))
@@ -93,19 +88,11 @@ def test_an_unknown_loss_is_refused(params, call):
         call(params)
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from scratchadv.checkpoint import save_model
-    path = tmp_path_factory.mktemp("lecture-loss") / "random.npz"
-    save_model(path, init_params(0), "lecture-cnn-v1")
-    return str(path)
-
-
-def test_cli_fake_with_the_slides_loss(model_file, tmp_path, capsys):
+def test_cli_fake_with_the_slides_loss(random_model_file, tmp_path, capsys):
     import json
     from scratchadv.cli import main
     m = tmp_path / "fake.json"
-    assert main(["fake", "--model", model_file, "--target", "all", "--steps", "3", "--loss", "lecture",
+    assert main(["fake", "--model", random_model_file, "--target", "all", "--steps", "3", "--loss", "lecture",
                  "--metrics", str(m), "--quiet"]) == 0
     d = json.loads(m.read_text())
     assert d["loss"] == "lecture"
@@ -115,7 +102,7 @@ def test_cli_fake_with_the_slides_loss(model_file, tmp_path, capsys):
     assert max(d["mean_loss_per_step"]) < 3.3          # ~3.22 (1 - p): never above c
 
 
-def test_cli_loss_only_for_the_lecture_attacks(model_file, capsys):
+def test_cli_loss_only_for_the_lecture_attacks(random_model_file, capsys):
     from scratchadv.cli import main
-    assert main(["attack", "--model", model_file, "--method", "pgd", "--loss", "lecture"]) == 2
+    assert main(["attack", "--model", random_model_file, "--method", "pgd", "--loss", "lecture"]) == 2
     assert "--loss" in capsys.readouterr().err

@@ -17,21 +17,8 @@ from scratchadv.attacks.square import (P_HALVINGS, SEARCHES, eta_pattern, p_sche
                                        window_size)
 from scratchadv.model import init_params, predict
 
-from conftest import tiny_images
 
 EPS = {"linf": 0.1, "l2": 1.0}
-
-
-@pytest.fixture(scope="module")
-def params():
-    return {k: v.astype(np.float64) for k, v in init_params(3).items()}
-
-
-@pytest.fixture(scope="module")
-def data(params):
-    x = tiny_images(6, seed=1, dtype=np.float64)
-    y = np.argmax(predict(params, x), 1).astype(np.int64)   # all correctly classified
-    return x, y
 
 
 def plain_only(predict_fn=predict):
