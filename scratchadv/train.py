@@ -20,7 +20,6 @@ is written atomically at the end of every epoch and when training is interrupted
 (Ctrl-C / SIGTERM in the CLI). A non-finite loss raises :class:`TrainingDiverged`
 before the bad update is applied; the last good state on disk is kept.
 """
-import hashlib
 import os
 import time
 from collections import namedtuple
@@ -30,6 +29,7 @@ from autograd import grad, value_and_grad
 from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
+from .data import data_fingerprint
 from .defenses import make_defense
 from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, get_architecture, predict
 from .ops import cross_entropy
@@ -51,15 +51,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message, state_path=None):
         super().__init__(message)
         self.state_path = state_path
-
-
-def data_fingerprint(x, y):
-    """A short SHA-256 over labels and a strided sample of images: resume refuses other data."""
-    h = hashlib.sha256()
-    h.update(str(x.shape).encode())
-    h.update(onp.ascontiguousarray(y).tobytes())
-    h.update(onp.ascontiguousarray(x[::97]).tobytes())
-    return h.hexdigest()[:16]
 
 
 def evaluate_split(params, x, y, predict_fn=predict, batch_size=1000):

@@ -36,7 +36,9 @@ import numpy as onp
 
 from .. import __version__
 from ..checkpoint import CheckpointError, read_npz, write_npz
-from ..model import predict
+from ..data import data_fingerprint
+from ..model import predict, predict_batched
+from ..ops import per_example_cross_entropy
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_names
 from .apgd import apgd, apgd_targeted
@@ -77,18 +79,6 @@ def _square(params, x, y, eps, norm, rng, predict_fn):
 
 #: name -> attack(params, x, y, eps, norm, rng, predict_fn) -> AttackResult
 COMPONENTS = {"apgd-ce": _apgd_ce, "apgd-t": _apgd_t, "fab-t": _fab_t, "square": _square}
-
-
-def _labels(params, x, predict_fn, batch_size):
-    if not len(x):
-        return onp.zeros(0, dtype=onp.int64)
-    return onp.concatenate([onp.argmax(predict_fn(params, x[i:i + batch_size]), 1)
-                            for i in range(0, len(x), batch_size)]).astype(onp.int64)
-
-
-def _fingerprint(x, y):
-    from ..train import data_fingerprint
-    return data_fingerprint(x, y)
 
 
 class _State:
@@ -185,12 +175,12 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
     if resume and state_path is None:
         raise ValueError("resume: needs state_path (the state file to continue from)")
     config = {"eps": eps, "norm": norm, "attacks": list(attacks), "seed": seed,
-              "batch_size": batch_size, "n": int(len(x)), "data": _fingerprint(x, y),
+              "batch_size": batch_size, "n": int(len(x)), "data": data_fingerprint(x, y),
               "dtype": str(x.dtype), "version": __version__,
               "replaced": sorted(components or {})}
 
     t0 = time.perf_counter()
-    logits0 = onp.concatenate([predict_fn(params, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    logits0 = predict_batched(params, x, batch_size, predict_fn)
     clean = onp.argmax(logits0, 1) == y
     if resume and state_path is not None and os.path.exists(state_path):
         st = _State.load(state_path, config, x)
@@ -208,11 +198,10 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
             n_batches = -(-len(st.todo) // batch_size)
             while st.b < n_batches:
                 t1 = time.perf_counter()
-                j = st.todo[st.b * batch_size:(st.b + 1) * batch_size]
-                j = j[st.robust[j]]          # always true: robust points are only ever removed
+                j = st.todo[st.b * batch_size:(st.b + 1) * batch_size]     # all still robust
                 rng = onp.random.default_rng([seed, st.k, st.b])
                 res = table[name](params, x[j], y[j], eps, norm, rng, predict_fn)
-                turned = _labels(params, res.x_adv, predict_fn, batch_size) != y[j]
+                turned = predict_batched(params, res.x_adv, batch_size, predict_fn).argmax(1) != y[j]
                 # an attack returns points of ball ∩ [0, 1]; checked again at the end
                 st.robust[j[turned]] = False
                 st.x_adv[j[turned]] = res.x_adv[turned]
@@ -233,8 +222,7 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
         if bar is not None:
             bar.close()
 
-    logits = onp.concatenate([predict_fn(params, st.x_adv[i:i + batch_size])
-                              for i in range(0, len(x), batch_size)])
+    logits = predict_batched(params, st.x_adv, batch_size, predict_fn)
     labels = onp.argmax(logits, 1)
     checks = _closing_check(st.x_adv, x, norm, eps, st.robust, labels, y)
     white = [st.after[a] for a in attacks if a != "square" and a in st.after]
@@ -243,7 +231,7 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
         square_warning = bool(st.after["square"] < min(white) - square_tolerance)
     fooled = {a: int(onp.sum(st.fooled_by == k)) for k, a in enumerate(attacks)}
     best = {"x": st.x_adv, "succ": ~st.robust, "logits": logits, "steps": st.steps,
-            "ce": _ce(logits, y), "ce0": _ce(logits0, y)}
+            "ce": per_example_cross_entropy(logits, y), "ce0": per_example_cross_entropy(logits0, y)}
     details = {"clean_accuracy": float(clean.mean()), "robust_accuracy": float(st.robust.mean()),
                "after": dict(st.after), "fooled": fooled, "fooled_by": st.fooled_by.copy(),
                "attacks": list(attacks), "square_warning": square_warning,
@@ -252,8 +240,3 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
                "seconds": dict(st.seconds), "total_seconds": time.perf_counter() - t0}
     return build_result(x, best, onp.full(len(x), eps), None, details=details)
 
-
-def _ce(logits, y):
-    z = onp.asarray(logits, dtype=onp.float64)
-    z = z - z.max(1, keepdims=True)
-    return onp.log(onp.exp(z).sum(1)) - z[onp.arange(len(y)), y]

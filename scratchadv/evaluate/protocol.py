@@ -29,6 +29,7 @@ import time
 import numpy as onp
 
 from ..attacks import apgd, autoattack, default_step_size, fgsm, pgd
+from ..data import data_fingerprint
 from ..fileio import atomic_write_json
 from ..losses import input_gradient
 from ..model import predict
@@ -233,7 +234,7 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     bar = Progress(total=runs_per_eps * (len(eps_list) - 1), desc=f"evaluate {name}", enable=verbose)
     done = _load_done(state_dir, resume, {"eps": eps_list, "attacks": list(attacks), "steps": steps,
                                           "restarts": restarts, "seed": seed, "n": int(len(x)),
-                                          "l2_scale": float(l2_scale), "data": _fingerprint(x, y)})
+                                          "l2_scale": float(l2_scale), "data": data_fingerprint(x, y)})
     rows, first = [], {}
     for ei, eps in enumerate(eps_list):
         correct, aa = {}, {}
@@ -288,11 +289,6 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
         report["sanity"] = sanity_checks(report)
     report["seconds"] = time.perf_counter() - t0
     return report
-
-
-def _fingerprint(x, y):
-    from ..train import data_fingerprint
-    return data_fingerprint(x, y)
 
 
 def _load_done(state_dir, resume, config):
