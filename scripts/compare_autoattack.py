@@ -3,7 +3,8 @@
 ``pyautoattack==0.2.0``) on the same weights and the same images.
 
     python scripts/compare_autoattack.py --model runs/natural.npz --n 200 --eps 0.1
-        [--norm linf|l2] [--seed 0] [--batch-size 500] [--threads N] [--json J]
+        [--norm linf|l2] [--seed 0] [--batch-size 500] [--threads N] [--which ours,theirs] [--json J]
+    python scripts/compare_autoattack.py --table J1,J2,... [--readme README.md]
 
 Both run the standard version (APGD-CE, APGD-T, FAB-T, Square) on the first N test
 images; the original runs on the model's PyTorch twin (``scratchadv.torch_model.to_torch``,
@@ -13,6 +14,11 @@ accuracy recomputed from the returned images by our own forward pass, and the ti
 Random starts differ between the two, so agreement is statistical (the test suite asks
 for 1.5 points per component on 500 images, and the issue 1.0 point for the ensemble on
 1000). Exit status 0; 2 on bad input or a missing reference library.
+
+``--which ours`` or ``--which theirs`` runs one side (the two can run side by side, one
+thread each, into two JSON files); ``--table`` merges such files by (model, eps) into the
+README's table, and ``--readme`` replaces the table between the README's
+``<!-- autoattack-table -->`` markers with it.
 """
 import argparse
 import logging
@@ -84,10 +90,67 @@ def theirs(params, arch, x, y, *, eps, norm, seed, batch_size):
             "seconds": seconds, "log": capture.lines}
 
 
+MARK_BEGIN, MARK_END = "<!-- autoattack-table -->", "<!-- /autoattack-table -->"
+COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+def merge(results):
+    """JSON results of single runs -> {(model name, eps): merged run}, in the order given."""
+    out = {}
+    for r in results:
+        key = (os.path.splitext(os.path.basename(r["model"]))[0], r["eps"])
+        m = out.setdefault(key, {k: r[k] for k in ("model", "n", "eps", "norm", "seed")})
+        if m["n"] != r["n"] or m["norm"] != r["norm"]:
+            raise ValueError(f"{key}: results on different images or norms cannot be merged")
+        m.update({w: r[w] for w in ("ours", "theirs") if w in r})
+    return out
+
+
+def format_table(merged):
+    """Markdown: per model and eps, both implementations' accuracy after each attack and time."""
+    lines = ["| model | eps | images | implementation | clean | after APGD-CE | after APGD-T | after FAB-T "
+             "| after Square | robust (ours re-checked) | difference | time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (name, eps), m in merged.items():
+        n = m["n"]
+        for w, label in (("ours", "scratchadv"), ("theirs", "original AutoAttack")):
+            if w not in m:
+                continue
+            r = m[w]
+            after = [r["after"].get(c) for c in COMPONENTS]
+            cells = ["—" if v is None else f"{100 * v:.1f} ({round(v * n)})" for v in after]
+            diff = ""
+            if w == "ours" and "theirs" in m:
+                diff = f"{100 * (m['ours']['robust'] - m['theirs']['robust']):+.1f}"
+            lines.append(f"| {name} | {eps:g} | {n} | {label} | {100 * r['clean']:.1f} | " + " | ".join(cells)
+                         + f" | {100 * r['robust']:.1f} | {diff} | {r['seconds']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(paths, readme=None):
+    import json
+    results = []
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            results.append(json.load(f))
+    table = format_table(merge(results))
+    print(table)
+    if readme:
+        from scratchadv.fileio import atomic_write
+        text = open(readme, encoding="utf-8").read()
+        if MARK_BEGIN not in text or MARK_END not in text:
+            raise ValueError(f"{readme}: expected the markers {MARK_BEGIN} and {MARK_END}")
+        i = text.index(MARK_BEGIN) + len(MARK_BEGIN)
+        with atomic_write(readme) as fh:
+            fh.write((text[:i] + "\n" + table + text[text.index(MARK_END):]).encode())
+        print(f"{readme}: AutoAttack table replaced")
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="a model file written by `scratchadv train`")
+    ap.add_argument("--model", help="a model file written by `scratchadv train`")
     ap.add_argument("--n", type=int, default=200, help="first N test images (default 200)")
     ap.add_argument("--eps", type=float, default=0.1, help="radius (default 0.1)")
     ap.add_argument("--norm", default="linf", choices=["linf", "l2"])
@@ -97,7 +160,19 @@ def main(argv=None):
     ap.add_argument("--which", default="ours,theirs", help="ours, theirs or both (default)")
     ap.add_argument("--data", default=None)
     ap.add_argument("--json", default=None, help="write the results as JSON here")
+    ap.add_argument("--table", default=None, help="comma-separated JSON files of earlier runs: print their table")
+    ap.add_argument("--readme", default=None, help="with --table: replace the table in this README")
     a = ap.parse_args(argv)
+    if a.table:
+        try:
+            write_table([p for p in a.table.split(",") if p], a.readme)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"compare_autoattack: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if not a.model:
+        print("compare_autoattack: error: --model is required (or --table)", file=sys.stderr)
+        return 2
     if a.n < 1 or a.eps < 0:
         print("compare_autoattack: error: --n must be >= 1 and --eps >= 0", file=sys.stderr)
         return 2

@@ -1,32 +1,31 @@
 #!/usr/bin/env python
-"""Defenses experiment: natural vs PGD-trained vs gradient-regularized lecture CNN.
+"""Defenses experiment: six lecture CNNs, one table graded by AutoAttack.
 
-    python scripts/defenses.py [--out runs/defenses] [--epochs 10] [--seed 0] [--n 1000]
-                               [--with-eps03] [--quick]
+    python scripts/defenses.py [--out runs/defenses] [--n 1000] [--only NAME,...] [--readme README.md]
+    python scripts/defenses.py table [--out runs/defenses] [--readme README.md]
     python scripts/defenses.py lam-search [--lams 0,0.1,1,10,100] [--epochs 2] [--limit N]
 
-The first form trains three models with the same seed, epochs, batch size and
-optimizer (RMSprop, batch 128, all 60,000 training images, the test set as validation
-data; no defense, ``pgd`` at eps 0.1 and ``gradreg``, each with its defaults) through
-the model cache (:func:`scratchadv.cache.cached_fit`; by default the demo's, whose full
-run trains the same three models), copies each to ``OUT/<model>.npz``, evaluates them
-with the same attacks on the same first ``--n`` test images (``scratchadv evaluate``:
-FGSM, PGD-40 Linf and PGD-40 L2 with 5 restarts, uniform noise, per-sample worst case,
-sanity checks) into one report folder per model, ``OUT/report/<model>/``, and puts them side by side (``scratchadv compare``)
-in ``OUT/report/comparison.{md,json,png}``.
-``--with-eps03`` adds PGD training at eps 0.3 with an eps warm-up and clean mixing.
-A model trained with the same settings is reused from the cache, and so is a model's
-report made after it with the same settings; an interrupted training resumes from its
-state file in the cache. Stage times go to ``OUT/timings.json``.
+The first form makes each model of :data:`MODELS` with its README command
+(``scratchadv train ... --epochs 10 --seed 0 --out OUT/<name>.npz``; a model file whose
+stored config matches is reused, an interrupted training resumes from its state file),
+then evaluates it on the first ``--n`` test images with
+``scratchadv evaluate --suite autoattack --attacks fgsm,pgd,autoattack --restarts 5``
+(FGSM, PGD-40 with 5 restarts, the standard AutoAttack; per-image worst case; sanity
+checks; resumable: an interrupted evaluation continues where it stopped) at the eps of
+:data:`MODELS`, into ``OUT/report/<name>/``. It writes the table (``OUT/defenses.md``), its
+numbers (``OUT/defenses.json``: no per-image masks, small enough to keep beside the
+README) and stage times (``OUT/timings.json``); ``--readme`` replaces the table between
+the README's ``<!-- defenses-table -->`` markers with the new one. ``table`` rebuilds the
+table from the reports alone.
 
 The second form is the search that chose the default ``lam`` of ``--defense gradreg``:
-shortened runs (``--epochs``) for each lam, scored by clean accuracy and FGSM / PGD-40
-accuracy at eps 0.1 on the first ``--n`` test images (``OUT/lam-search.{json,md}``).
+shortened runs (``--epochs``) for each lam through the model cache, scored by clean
+accuracy and FGSM / PGD-40 accuracy at eps 0.1 on the first ``--n`` test images
+(``OUT/lam-search.{json,md}``).
 """
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -35,16 +34,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from scratchadv.cache import cached_fit, default_cache_dir  # noqa: E402
 from scratchadv.cli import main as cli              # noqa: E402
 from scratchadv.data import load_mnist              # noqa: E402
-from scratchadv.evaluate import DEFAULT_ATTACKS, DEFAULT_EPS  # noqa: E402
 from scratchadv.fileio import atomic_write, atomic_write_json  # noqa: E402
 
-#: (report name, cache name, defense, defense options); the cache names are the demo's
+#: (name, label, `scratchadv train` options, eps evaluated); every model 10 epochs, seed 0
 MODELS = [
-    ("natural", "natural", "none", {}),
-    ("pgd-eps0.1", "pgd-trained", "pgd", {"eps": 0.1}),
-    ("gradreg", "gradreg", "gradreg", {}),
+    ("natural", "natural", [], [0.1, 0.2, 0.3]),
+    ("pgd-eps0.1", "PGD-trained, eps 0.1", ["--defense", "pgd", "--eps", "0.1"], [0.1, 0.3]),
+    ("gradreg", "gradient-regularized", ["--defense", "gradreg"], [0.1, 0.2, 0.3]),
+    ("trades-eps0.1", "TRADES, eps 0.1", ["--defense", "trades", "--eps", "0.1"], [0.1, 0.3]),
+    ("pgd-eps0.3", "PGD-trained, eps 0.3", ["--defense", "pgd", "--eps", "0.3"], [0.1, 0.3]),
+    ("trades-eps0.3", "TRADES, eps 0.3", ["--defense", "trades", "--eps", "0.3"], [0.1, 0.3]),
 ]
-EPS03 = ("pgd-eps0.3", "pgd-eps0.3", "pgd", {"eps": 0.3, "eps_warmup": 4, "clean_frac": 0.25, "pgd_steps": 5})
+ATTACKS = "fgsm,pgd,autoattack"
+MARK_BEGIN, MARK_END = "<!-- defenses-table -->", "<!-- /defenses-table -->"
 
 
 def _run(argv):
@@ -54,63 +56,161 @@ def _run(argv):
         raise SystemExit(f"scratchadv {argv[0]} failed with status {rc}")
 
 
-def train(model, args, data, timings, limit=None):
-    """The model from the cache (trained there if new), copied to OUT/<name>.npz -> that path.
+def train_command(options, args, path):
+    return ["train", *options, "--epochs", str(args.epochs), "--seed", str(args.seed),
+            "--out", path, "--quiet"]
 
-    The copy keeps the cached file's time stamp, so a report made after it stays reusable.
-    """
-    name, cache_name, defense, options = model
-    x_train, y_train, x_test, y_test = data
-    if limit:
-        x_train, y_train = x_train[:limit], y_train[:limit]
-    _, _, info = cached_fit(cache_name, "lecture-cnn-v1", x_train, y_train, x_val=x_test, y_val=y_test,
-                            epochs=args.epochs, seed=args.seed, defense=defense, defense_options=options,
-                            cache=args.cache or default_cache_dir(), verbose=False)
-    if not info["reused"]:
-        timings[f"train {name}"] = info["train_seconds"]
+
+def _same_model(path, options, args):
+    """True if the model file at ``path`` was trained by this command (its stored config)."""
+    from scratchadv.checkpoint import load_model
+    if not os.path.exists(path):
+        return False
+    _, meta = load_model(path)
+    c = meta.get("config", {})
+    want = {"epochs": args.epochs, "seed": args.seed,
+            "defense": options[options.index("--defense") + 1] if "--defense" in options else "none"}
+    if "--eps" in options:
+        want["eps"] = float(options[options.index("--eps") + 1])
+    return all(c.get(k) == v for k, v in want.items())
+
+
+def train(model, args, timings):
+    """OUT/<name>.npz made by the model's README command (reused if its config matches)."""
+    name, _, options, _ = model
     path = os.path.join(args.out, name + ".npz")
-    if not os.path.exists(path) or os.path.getmtime(path) != os.path.getmtime(info["path"]):
-        with open(info["path"], "rb") as src, atomic_write(path) as dst:
-            shutil.copyfileobj(src, dst)
-        shutil.copystat(info["path"], path)
+    if _same_model(path, options, args):
+        print(f"{path}: trained already by the same command: reused", flush=True)
+        return path
+    t0 = time.perf_counter()
+    state = path[:-len(".npz")] + ".state.npz"
+    _run(train_command(options, args, path) + (["--resume"] if os.path.exists(state) else []))
+    timings[f"train {name}"] = time.perf_counter() - t0
     return path
 
 
-def _same_settings(report, args, eps):
+def evaluate_command(path, folder, eps, args):
+    return ["evaluate", "--model", path, "--report", folder, "--n", str(args.n),
+            "--suite", "autoattack", "--attacks", ATTACKS, "--eps", ",".join(f"{e:g}" for e in eps),
+            "--restarts", str(args.restarts), "--steps", str(args.steps), "--seed", str(args.seed),
+            "--quiet", "--resume"]
+
+
+def _same_settings(report, eps, args):
     want = {"n": args.n, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
-            "attacks": args.attacks.split(",") if args.attacks else list(DEFAULT_ATTACKS)}
-    if any(report.get(k) != v for k, v in want.items()):
-        return False
-    return sorted(set(eps or DEFAULT_EPS) | {0.0, 0.5}) == report.get("eps")
+            "attacks": ATTACKS.split(",")}
+    return all(report.get(k) == v for k, v in want.items()) and \
+        sorted(set(eps) | {0.0, 0.5}) == report.get("eps")
 
 
-def evaluate(name, path, args, timings):
+def evaluate(model, path, args, timings):
     """`scratchadv evaluate` into OUT/report/<name>, reusing a report with the same settings."""
     from scratchadv.evaluate import load_report
+    name, _, _, eps = model
     folder = os.path.join(args.out, "report", name)
-    eps = [float(e) for e in args.eps.split(",")] if args.eps else None
-    if os.path.exists(os.path.join(folder, "report.json")) and \
-            os.path.getmtime(os.path.join(folder, "report.json")) > os.path.getmtime(path) and \
-            _same_settings(load_report(folder), args, eps):
+    rpath = os.path.join(folder, "report.json")
+    if os.path.exists(rpath) and os.path.getmtime(rpath) > os.path.getmtime(path) and \
+            _same_settings(load_report(folder), eps, args):
         print(f"{folder}: evaluated already with these settings: reused", flush=True)
         return folder
     t0 = time.perf_counter()
-    _run(["evaluate", "--model", path, "--report", folder, "--n", str(args.n),
-          "--restarts", str(args.restarts), "--steps", str(args.steps), "--seed", str(args.seed),
-          "--quiet", *(["--eps", args.eps] if args.eps else []),
-          *(["--attacks", args.attacks] if args.attacks else [])])
+    _run(evaluate_command(path, folder, eps, args))
     timings[f"evaluate {name}"] = time.perf_counter() - t0
     return folder
+
+
+def summarize(model, report):
+    """The table's numbers of one model's report (accuracies as fractions)."""
+    name, label, options, _ = model
+    out = {"name": name, "label": label, "options": " ".join(options),
+           "command": " ".join(["scratchadv", *train_command(
+               options, argparse.Namespace(epochs=10, seed=0), f"runs/defenses/{name}.npz")[:-1]]),
+           "n": report["n"], "clean": report["clean_accuracy"],
+        "sanity_passed": all(c["passed"] for c in report["sanity"]),
+        "sanity_failed": [c["name"] for c in report["sanity"] if not c["passed"]], "eps": {}}
+    for r in report["results"]:
+        if r["eps"] in (0.0, 0.5):
+            continue
+        aa = r.get("autoattack", {})
+        out["eps"][f"{r['eps']:g}"] = {
+            "fgsm": r["accuracy"]["fgsm"], "pgd": r["accuracy"]["pgd"],
+            "autoattack": r["accuracy"]["autoattack"], "worst_case": r["accuracy"]["worst_case"],
+            "autoattack_after": r.get("autoattack_after", {}),
+            "square_warning": aa.get("square_warning"), "autoattack_seconds": aa.get("seconds")}
+    return out
+
+
+def _pct(v):
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def format_table(rows):
+    """The README table: one line per model, FGSM / PGD-40 x5 / AutoAttack at 0.1 and 0.3."""
+    head = ("| model | clean | FGSM 0.1 | PGD 0.1 | AA 0.1 | FGSM 0.3 | PGD 0.3 | AA 0.3 | sanity checks |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    lines = []
+    for r in rows:
+        cells = [_pct(r["eps"].get(e, {}).get(a)) for e in ("0.1", "0.3") for a in ("fgsm", "pgd", "autoattack")]
+        sanity = "all pass" if r["sanity_passed"] else "failed: " + ", ".join(r["sanity_failed"])
+        lines.append(f"| {r['label']} (`{r['options'] or 'no options'}`) | "
+                     f"{_pct(r['clean'])} | " + " | ".join(cells) + f" | {sanity} |")
+    extra = [r for r in rows if "0.2" in r["eps"]]
+    text = head + "\n".join(lines) + "\n"
+    if extra:
+        text += ("\n| model | FGSM 0.2 | PGD 0.2 | AA 0.2 | AA 0.2: after APGD-CE / APGD-T / FAB-T / Square |\n"
+                 "| --- | --- | --- | --- | --- |\n")
+        for r in extra:
+            e = r["eps"]["0.2"]
+            after = " / ".join(_pct(e["autoattack_after"].get(k)) for k in ("apgd-ce", "apgd-t", "fab-t", "square"))
+            text += f"| {r['label']} | {_pct(e['fgsm'])} | {_pct(e['pgd'])} | {_pct(e['autoattack'])} | {after} |\n"
+    return text
+
+
+def replace_block(text, block):
+    """``text`` with the part between the defenses-table markers replaced by ``block``."""
+    if MARK_BEGIN not in text or MARK_END not in text:
+        raise ValueError(f"README: expected the markers {MARK_BEGIN} and {MARK_END}")
+    a = text.index(MARK_BEGIN) + len(MARK_BEGIN)
+    return text[:a] + "\n" + block + text[text.index(MARK_END):]
+
+
+def write_table(args, models):
+    from scratchadv.evaluate import load_report
+    rows = []
+    for m in models:
+        folder = os.path.join(args.out, "report", m[0])
+        if os.path.exists(os.path.join(folder, "report.json")):
+            rows.append(summarize(m, load_report(folder)))
+    table = format_table(rows)
+    atomic_write_json(os.path.join(args.out, "defenses.json"), rows)
+    with atomic_write(os.path.join(args.out, "defenses.md")) as fh:
+        fh.write(table.encode())
+    print(table)
+    if args.readme:
+        text = open(args.readme, encoding="utf-8").read()
+        with atomic_write(args.readme) as fh:
+            fh.write(replace_block(text, table).encode())
+        print(f"{args.readme}: defenses table replaced", flush=True)
+
+
+def _models(args):
+    if not args.only:
+        return MODELS
+    names = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in names if s not in [m[0] for m in MODELS]]
+    if unknown:
+        raise SystemExit(f"defenses: --only: unknown model(s) {unknown}; expected names from "
+                         f"{[m[0] for m in MODELS]}")
+    return [m for m in MODELS if m[0] in names]
 
 
 def experiment(args):
     timings = {}
     t_all = time.perf_counter()
-    models = MODELS + ([EPS03] if args.with_eps03 else [])
-    data = load_mnist()
-    paths = [train(model, args, data, timings) for model in models]
-    folders = [evaluate(model[0], path, args, timings) for model, path in zip(models, paths)]
-    _run(["compare", *folders, "--report", os.path.join(args.out, "report")])
+    models = _models(args)
+    for model in models:
+        path = train(model, args, timings)
+        evaluate(model, path, args, timings)
     timings["total (this invocation)"] = time.perf_counter() - t_all
     tpath = os.path.join(args.out, "timings.json")
     if os.path.exists(tpath):            # keep the times of stages reused from earlier runs
@@ -118,7 +218,19 @@ def experiment(args):
             timings = {**json.load(fh), **timings}
     atomic_write_json(tpath, timings)
     for k, v in timings.items():
-        print(f"{k:>24}: {v / 60:6.1f} min")
+        print(f"{k:>28}: {v / 60:6.1f} min")
+    write_table(args, MODELS)
+
+
+def _cached(name, defense, options, args, data, limit=None):
+    """lam-search: a shortened model through the model cache -> its path."""
+    x_train, y_train, x_test, y_test = data
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    _, _, info = cached_fit(name, "lecture-cnn-v1", x_train, y_train, x_val=x_test, y_val=y_test,
+                            epochs=args.epochs, seed=args.seed, defense=defense, defense_options=options,
+                            cache=args.cache or default_cache_dir(), verbose=False)
+    return info["path"]
 
 
 def lam_search(args):
@@ -132,9 +244,9 @@ def lam_search(args):
     rows = []
     for lam in [float(v) for v in args.lams.split(",")]:
         name = f"gradreg-lam{lam:g}-ep{args.epochs}" + (f"-limit{args.limit}" if args.limit else "")
-        model = (name, name, "gradreg", {"lam": lam}) if lam > 0 else (name, name, "none", {})
         t0 = time.perf_counter()
-        path = train(model, args, data, {}, args.limit)
+        path = _cached(name, "gradreg" if lam > 0 else "none", {"lam": lam} if lam > 0 else {},
+                       args, data, args.limit)
         seconds = time.perf_counter() - t0
         params, meta = load_model(path)
         f = get_architecture(meta["architecture"]).predict
@@ -157,17 +269,16 @@ def lam_search(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", nargs="?", default="experiment", choices=["experiment", "lam-search"])
+    p.add_argument("mode", nargs="?", default="experiment", choices=["experiment", "table", "lam-search"])
     p.add_argument("--out", default="runs/defenses", help="folder for models and reports")
-    p.add_argument("--cache", default=None, help="model cache folder (default: the demo's)")
+    p.add_argument("--only", default=None, help="comma-separated model names (default: all six)")
+    p.add_argument("--readme", default=None, help="replace the defenses table in this README")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 10; lam-search 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1000, help="evaluate on the first N test images")
-    p.add_argument("--eps", default=None, help="comma-separated eps grid (default: evaluate's)")
-    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: evaluate's)")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--restarts", type=int, default=5)
-    p.add_argument("--with-eps03", action="store_true", help="also PGD-train at eps 0.3 (warm-up + clean mixing)")
+    p.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
+    p.add_argument("--restarts", type=int, default=5, help="PGD restarts (default 5)")
+    p.add_argument("--cache", default=None, help="lam-search: model cache folder (default: the demo's)")
     p.add_argument("--lams", default="0,0.1,1,10,100", help="lam-search: values to try (0 = natural)")
     p.add_argument("--limit", type=int, default=None, help="lam-search: train on the first N images only")
     args = p.parse_args(argv)
@@ -175,7 +286,7 @@ def main(argv=None):
         args.epochs = 2 if args.mode == "lam-search" else 10
     os.makedirs(args.out, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    (lam_search if args.mode == "lam-search" else experiment)(args)
+    {"experiment": experiment, "table": lambda a: write_table(a, MODELS), "lam-search": lam_search}[args.mode](args)
     return 0
 
 

@@ -32,3 +32,38 @@ def test_both_on_a_few_images(tmp_path, capsys):
         assert after and all(b <= a for a, b in zip(after, after[1:])) and r["robust"] <= r["clean"]
     assert set(d["ours"]["after"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
     assert np.isfinite(d["time_ratio"]) and "ours - original" in capsys.readouterr().out
+
+
+def _run(model, eps, which, robust, n=10):
+    after = dict(zip(ca.COMPONENTS, [0.8, 0.7, 0.7, robust]))
+    return {"model": f"/x/{model}.npz", "n": n, "eps": eps, "norm": "linf", "seed": 0,
+            which: {"clean": 0.9, "after": after, "robust": robust, "seconds": 12.0}}
+
+
+def test_table_merges_the_two_sides_and_replaces_the_readme_block(tmp_path):
+    files = []
+    for i, r in enumerate([_run("natural", 0.1, "ours", 0.6), _run("natural", 0.1, "theirs", 0.7),
+                           _run("gradreg", 0.1, "theirs", 0.5)]):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(r))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{ca.MARK_BEGIN}\nold table\n{ca.MARK_END}\nafter\n")
+    assert ca.main(["--table", ",".join(map(str, files)), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("before\n") and text.endswith(f"{ca.MARK_END}\nafter\n")
+    rows = [line for line in text.splitlines() if line.startswith("| natural") or line.startswith("| gradreg")]
+    assert len(rows) == 3                                    # natural: both sides; gradreg: the original only
+    ours = next(r for r in rows if "scratchadv" in r)
+    assert "| -10.0 |" in ours and "60.0 (6)" in ours         # 0.6 - 0.7 in points; 6 of 10 images
+
+
+def test_table_refuses_results_on_different_images(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_run("natural", 0.1, "ours", 0.6, n=10)))
+    b.write_text(json.dumps(_run("natural", 0.1, "theirs", 0.6, n=20)))
+    assert ca.main(["--table", f"{a},{b}"]) == 2
+    assert "different images" in capsys.readouterr().err
+
+
+def test_needs_a_model_or_a_table(capsys):
+    assert ca.main([]) == 2 and "--model" in capsys.readouterr().err
