@@ -17,6 +17,12 @@ train epoch           ``train.fit(epochs=1, verbose=False)``  vs the same loop i
 pgd                   ``attacks.pgd`` Linf eps 0.3, 40 steps  vs the same algorithm in PyTorch
                       of 0.01, random start, 1000-image       (random start, sign steps, projection,
                       chunks, on the test images              per-image best iterate, final forward)
+autoattack            ``attacks.autoattack`` standard, Linf   vs the original AutoAttack
+                      eps 0.1, first ``--aa-n`` (200) test    (``pyautoattack==0.2.0``, standard
+                      images of ``--aa-model`` (the PGD-      version) on the model's PyTorch twin,
+                      trained model: almost every image       same images, same threads
+                      stays robust, so all four attacks run
+                      in full)
 ====================  =====================================================================
 
 Each figure is the median of ``--repeats`` timed runs after one warm-up run; the two
@@ -36,9 +42,11 @@ Usage::
     python scripts/benchmark.py --quick                      # 3 repeats, epoch on 10,000 images, PGD on 1,000
     python scripts/benchmark.py --skip-pgd --json runs/benchmark.json
     python scripts/benchmark.py --threads 1 --repeats 15 --skip-epoch --skip-pgd
+    python scripts/benchmark.py --aa-model runs/defenses/pgd-eps0.1.npz --skip-epoch --skip-pgd
 
 Exit status 0 when the measured ratios meet their targets (forward + grad W and the
-training epoch at most 2.0x PyTorch, PGD at most 1.5x), 1 when one misses, 2 on bad input.
+training epoch at most 2.0x PyTorch, PGD at most 1.5x, AutoAttack at most 1.0x the
+original), 1 when one misses, 2 on bad input.
 """
 import argparse
 import os
@@ -50,7 +58,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.insert(0, ROOT)
 
 #: ratio targets (scratchadv / PyTorch) from the project's issues
-TARGETS = {"fwd_grad_w": 2.0, "train_epoch": 2.0, "pgd": 1.5}
+TARGETS = {"fwd_grad_w": 2.0, "train_epoch": 2.0, "pgd": 1.5, "autoattack": 1.0}
 
 
 def parse_args(argv=None):
@@ -73,6 +81,11 @@ def parse_args(argv=None):
                    help="test images attacked by PGD (default 10,000)")
     p.add_argument("--skip-epoch", action="store_true", help="do not time a training epoch")
     p.add_argument("--skip-pgd", action="store_true", help="do not time PGD")
+    p.add_argument("--aa-model", default=None,
+                   help="model file for the AutoAttack row (the README's PGD-trained model, "
+                        "`scratchadv train --defense pgd --eps 0.1`); without it the row is skipped")
+    p.add_argument("--aa-n", type=int, default=200, help="test images of the AutoAttack row (default 200)")
+    p.add_argument("--aa-repeats", type=int, default=3, help="timed runs of AutoAttack (default 3)")
     p.add_argument("--quick", action="store_true",
                    help="bounded run: 3 repeats, 1 epoch run on 10,000 images, PGD on 1,000 images")
     p.add_argument("--no-torch", action="store_true", help="time scratchadv alone")
@@ -92,7 +105,10 @@ def parse_args(argv=None):
     if args.threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
         args.threads = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-    for name in ("repeats", "epoch_repeats", "pgd_repeats", "threads", "batch_size", "pgd_n"):
+    if args.quick:
+        args.aa_repeats = 1
+    for name in ("repeats", "epoch_repeats", "pgd_repeats", "threads", "batch_size", "pgd_n",
+                 "aa_n", "aa_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(args, name)}")
     if args.epoch_n is not None and args.epoch_n < 1:
@@ -296,6 +312,51 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def autoattack_row(args, x_test, y_test, torch):
+    """The AutoAttack row: ours and the original on the same weights, images and threads."""
+    import numpy as onp
+
+    from scratchadv.attacks.autoattack import autoattack
+    from scratchadv.checkpoint import load_model
+    from scratchadv.model import get_architecture, predict_batched
+    try:
+        params, meta = load_model(args.aa_model, dtype=onp.float32)
+    except (OSError, ValueError) as e:
+        print(f"error: --aa-model: {e}", file=sys.stderr)
+        return None
+    arch = get_architecture(meta["architecture"])
+    x, y = x_test[:args.aa_n], y_test[:args.aa_n]
+    acc = {}
+
+    def ours():
+        res = autoattack(params, x, y, eps=0.1, norm="linf", seed=args.seed, predict_fn=arch.predict)
+        acc["scratchadv"] = float(onp.mean(predict_batched(params, res.x_adv, predict_fn=arch.predict)
+                                           .argmax(1) == y))
+
+    fns = {"scratchadv": ours}
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError:
+        AutoAttack = None
+        log("the original AutoAttack is not installed (pyautoattack==0.2.0): timing ours alone")
+    if torch and AutoAttack:
+        import logging
+        from scratchadv.torch_model import to_torch
+        module = to_torch(params, arch.name, dtype=onp.float32)
+        logging.getLogger("auto-attack").setLevel(logging.WARNING)
+
+        def theirs():
+            aa = AutoAttack(module, eps=0.1, norm="Linf", seed=args.seed, version="standard")
+            xa, _ = aa.run_standard_evaluation(torch.from_numpy(x), torch.from_numpy(y), batch_size=500)
+            xa = xa.detach().numpy().astype(onp.float32)
+            acc["original"] = float(onp.mean(predict_batched(params, xa, predict_fn=arch.predict).argmax(1) == y))
+        fns["torch"] = theirs
+    log(f"timing AutoAttack standard, Linf eps 0.1, on {len(x)} test images of {args.aa_model} "
+        f"({args.aa_repeats} run(s) each) ...")
+    return make_row("autoattack", f"AutoAttack standard, Linf 0.1 ({len(x)} images)",
+                    compare(fns, args.aa_repeats, warmup=0), TARGETS["autoattack"], robust_accuracy=acc)
+
+
 def main(argv=None):
     args = parse_args(argv)
     pinned = pin_threads(args.threads)
@@ -334,7 +395,7 @@ def main(argv=None):
     else:
         params = init_params(args.seed)
 
-    need_data = not (args.skip_epoch and args.skip_pgd)
+    need_data = not (args.skip_epoch and args.skip_pgd and not args.aa_model)
     from scratchadv.data import DataError, load_mnist
     try:
         x_train, y_train, x_test, y_test = load_mnist(args.data)
@@ -420,11 +481,18 @@ def main(argv=None):
                              compare(fns, args.pgd_repeats, warmup=0), TARGETS["pgd"],
                              robust_accuracy=acc))
 
+    # ---- AutoAttack ------------------------------------------------------
+    if args.aa_model:
+        row = autoattack_row(args, x_test, y_test, torch)
+        if row is None:
+            return 2
+        rows.append(row)
+
     print(table(rows, header))
-    if any(r["key"] == "pgd" for r in rows):
-        a = rows[-1]["robust_accuracy"]
-        print("PGD robust accuracy (same weights; a sanity check that both ran the same attack): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in a.items()))
+    for r in rows:
+        if r.get("robust_accuracy"):
+            print(f"{r['label']}: robust accuracy (a sanity check that both ran the same attack): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in r["robust_accuracy"].items()))
 
     missed = [r["label"] for r in rows
               if r.get("target") is not None and r["ratio"] is not None and r["ratio"] > r["target"]]
