@@ -15,7 +15,10 @@ Random starts differ between the two, so agreement is statistical (the test suit
 for 1.5 points per component on 500 images, and the issue 1.0 point for the ensemble on
 1000). Exit status 0; 2 on bad input or a missing reference library.
 
-``--which ours`` or ``--which theirs`` runs one side (the two can run side by side, one
+``--ours-from REPORT`` takes our side from a report folder of ``scratchadv evaluate
+--suite autoattack`` on the same model and first N images instead of running it again
+(the same ensemble; its seed is derived from the evaluation's). ``--which ours`` or
+``--which theirs`` runs one side (the two can run side by side, one
 thread each, into two JSON files); ``--table`` merges such files by (model, eps) into the
 README's table, and ``--readme`` replaces the table between the README's
 ``<!-- autoattack-table -->`` markers with it.
@@ -90,6 +93,22 @@ def theirs(params, arch, x, y, *, eps, norm, seed, batch_size):
             "seconds": seconds, "log": capture.lines}
 
 
+def ours_from_report(folder, eps):
+    """Our side read from a `scratchadv evaluate` report (AutoAttack at ``eps``)."""
+    from scratchadv.evaluate import load_report
+    report = load_report(folder)
+    rows = [r for r in report["results"] if abs(r["eps"] - eps) < 1e-12 and "autoattack_after" in r]
+    if not rows:
+        raise ValueError(f"{folder}: no AutoAttack result at eps {eps:g} (evaluated: {report['eps']})")
+    r = rows[0]
+    return {"clean": report["clean_accuracy"], "after": r["autoattack_after"],
+            "fooled": r["autoattack"]["fooled"], "robust": r["accuracy"]["autoattack"],
+            "square_warning": r["autoattack"]["square_warning"], "checks": r["autoattack"]["checks"],
+            "seconds_per_attack": r["autoattack"]["seconds"],
+            "seconds": float(sum(r["autoattack"]["seconds"].values())), "report": os.path.abspath(folder),
+            "n": report["n"]}
+
+
 MARK_BEGIN, MARK_END = "<!-- autoattack-table -->", "<!-- /autoattack-table -->"
 COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -160,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--which", default="ours,theirs", help="ours, theirs or both (default)")
     ap.add_argument("--data", default=None)
     ap.add_argument("--json", default=None, help="write the results as JSON here")
+    ap.add_argument("--ours-from", default=None, metavar="REPORT",
+                    help="take our side from this `scratchadv evaluate --suite autoattack` report folder")
     ap.add_argument("--table", default=None, help="comma-separated JSON files of earlier runs: print their table")
     ap.add_argument("--readme", default=None, help="with --table: replace the table in this README")
     a = ap.parse_args(argv)
@@ -199,9 +220,22 @@ def main(argv=None):
     kw = dict(eps=a.eps, norm=a.norm, seed=a.seed, batch_size=a.batch_size)
     out = {"model": os.path.abspath(a.model), "n": a.n, "eps": a.eps, "norm": a.norm, "seed": a.seed,
            "attacks": list(STANDARD)}
+    if a.ours_from:
+        try:
+            out["ours"] = ours_from_report(a.ours_from, a.eps)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"compare_autoattack: error: --ours-from: {e}", file=sys.stderr)
+            return 2
+        if out["ours"].pop("n") != a.n:
+            print(f"compare_autoattack: error: --ours-from: the report is on a different number of "
+                  f"images than --n {a.n}", file=sys.stderr)
+            return 2
+        which = [w for w in which if w != "ours"]
     for w, f in (("ours", ours), ("theirs", theirs)):
         if w in which:
             out[w] = f(params, arch, x, y, **kw)
+    for w in ("ours", "theirs"):
+        if w in out:
             r = out[w]
             print(f"{w:>6}: clean {r['clean']:.4f}, " + ", ".join(
                 f"after {k} {v:.4f}" for k, v in r["after"].items())

@@ -67,3 +67,17 @@ def test_table_refuses_results_on_different_images(tmp_path, capsys):
 
 def test_needs_a_model_or_a_table(capsys):
     assert ca.main([]) == 2 and "--model" in capsys.readouterr().err
+
+
+def test_ours_from_an_evaluation_report(tmp_path):
+    after = {"apgd-ce": 0.7, "apgd-t": 0.6, "fab-t": 0.6, "square": 0.6}
+    aa = {"fooled": {"apgd-ce": 2, "apgd-t": 1, "fab-t": 0, "square": 0}, "square_warning": False,
+          "checks": {}, "seconds": {"apgd-ce": 1.0, "apgd-t": 2.0, "fab-t": 3.0, "square": 4.0}}
+    report = {"n": 10, "clean_accuracy": 0.9, "eps": [0.0, 0.1, 0.5],
+              "results": [{"eps": 0.0, "accuracy": {}},
+                          {"eps": 0.1, "accuracy": {"autoattack": 0.6}, "autoattack_after": after, "autoattack": aa}]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    r = ca.ours_from_report(str(tmp_path), 0.1)
+    assert r["robust"] == 0.6 and r["after"] == after and r["seconds"] == 10.0 and r["n"] == 10
+    with pytest.raises(ValueError, match="eps 0.3"):
+        ca.ours_from_report(str(tmp_path), 0.3)
