@@ -42,6 +42,7 @@ Usage::
     python scripts/benchmark.py --quick                      # 3 repeats, epoch on 10,000 images, PGD on 1,000
     python scripts/benchmark.py --skip-pgd --json runs/benchmark.json
     python scripts/benchmark.py --threads 1 --repeats 15 --skip-epoch --skip-pgd
+    python scripts/benchmark.py --threads 1,2 --json runs/benchmark.json   # each count in its own process
     python scripts/benchmark.py --aa-model runs/defenses/pgd-eps0.1.npz --skip-epoch --skip-pgd
 
 Exit status 0 when the measured ratios meet their targets (forward + grad W and the
@@ -61,6 +62,17 @@ sys.path.insert(0, ROOT)
 TARGETS = {"fwd_grad_w": 2.0, "train_epoch": 2.0, "pgd": 1.5, "autoattack": 1.0}
 
 
+def _thread_list(text):
+    """'1' or '1,2' -> [1] or [1, 2]."""
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1 or 1,2, got {text!r}")
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected thread counts >= 1, got {text!r}")
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--epoch-repeats", type=int, default=3,
                    help="timed runs of the training epoch (default 3)")
     p.add_argument("--pgd-repeats", type=int, default=1, help="timed runs of PGD (default 1)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_thread_list, default=None,
                    help="threads for NumPy's BLAS and for PyTorch (default: $OMP_NUM_THREADS "
                         "or the number of CPUs)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
@@ -104,10 +116,12 @@ def parse_args(argv=None):
         args.pgd_n = min(args.pgd_n, 1000)
     if args.threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
-        args.threads = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+        args.threads = [int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)]
+    args.thread_counts = args.threads
+    args.threads = args.threads[0]
     if args.quick:
         args.aa_repeats = 1
-    for name in ("repeats", "epoch_repeats", "pgd_repeats", "threads", "batch_size", "pgd_n",
+    for name in ("repeats", "epoch_repeats", "pgd_repeats", "batch_size", "pgd_n",
                  "aa_n", "aa_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(args, name)}")
@@ -357,8 +371,57 @@ def autoattack_row(args, x_test, y_test, torch):
                     compare(fns, args.aa_repeats, warmup=0), TARGETS["autoattack"], robust_accuracy=acc)
 
 
+def each_thread_count(argv, args):
+    """--threads 1,2: one run of this script per count (BLAS reads its thread count once,
+    when NumPy loads, so each count needs its own process), then the rows side by side."""
+    import json
+    import subprocess
+    import tempfile
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, skip = [], False
+    for i, a in enumerate(argv):                  # drop --threads and --json; each run gets its own
+        if skip:
+            skip = False
+            continue
+        if a in ("--threads", "--json"):
+            skip = True
+            continue
+        if a.startswith("--threads=") or a.startswith("--json="):
+            continue
+        rest.append(a)
+    runs, status = {}, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.thread_counts:
+            path = os.path.join(tmp, f"threads{n}.json")
+            log(f"=== {n} thread(s)")
+            rc = subprocess.call([sys.executable, os.path.abspath(__file__), *rest, "--threads", str(n),
+                                  "--json", path])
+            if rc == 2 or not os.path.exists(path):
+                return 2
+            status = max(status, rc)
+            with open(path, encoding="utf-8") as f:
+                runs[n] = json.load(f)
+    counts = list(runs)
+    lines = [f"{'':44s}" + "".join(f" {f'{n} thread(s): ours / PyTorch':>34s}" for n in counts)]
+    for i, r in enumerate(runs[counts[0]]["rows"]):
+        cells = []
+        for n in counts:
+            s = runs[n]["rows"][i]
+            ratio = "-" if s["ratio"] is None else f"{s['ratio']:.2f}x"
+            cells.append(f" {fmt_time(s['scratchadv_s']):>10s} / {fmt_time(s['torch_s']):>10s} {ratio:>8s}")
+        lines.append(f"{r['label']:44s}" + "".join(cells))
+    print("\n".join(lines))
+    if args.json:
+        from scratchadv.fileio import atomic_write_json
+        atomic_write_json(args.json, {"threads": counts, "runs": {str(n): runs[n] for n in counts}})
+        log(f"wrote {args.json}")
+    return status
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if len(args.thread_counts) > 1:
+        return each_thread_count(argv, args)
     pinned = pin_threads(args.threads)
 
     import numpy as onp
@@ -505,6 +568,8 @@ def main(argv=None):
                        "lam": args.lam, "seed": args.seed, "model": args.model, "data": data_note,
                        "numpy": numpy.__version__,
                        "torch": torch.__version__ if torch else None,
+                       "blas_environment": {k: os.environ.get(k) for k in
+                                            ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
                        "python": platform.python_version(), "machine": platform.machine(),
                        "cpus": os.cpu_count()},
             "rows": rows,
