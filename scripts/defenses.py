@@ -4,6 +4,7 @@
     python scripts/defenses.py [--out runs/defenses] [--n 1000] [--only NAME,...] [--readme README.md]
     python scripts/defenses.py table [--out runs/defenses] [--readme README.md]
     python scripts/defenses.py lam-search [--lams 0,0.1,1,10,100] [--epochs 2] [--limit N]
+    python scripts/defenses.py cost [--batches 20]
 
 The first form makes each model of :data:`MODELS` with its README command
 (``scratchadv train ... --epochs 10 --seed 0 --out OUT/<name>.npz``; a model file whose
@@ -18,7 +19,12 @@ README) and stage times (``OUT/timings.json``); ``--readme`` replaces the table 
 the README's ``<!-- defenses-table -->`` markers with the new one. ``table`` rebuilds the
 table from the reports alone.
 
-The second form is the search that chose the default ``lam`` of ``--defense gradreg``:
+``cost`` times one training batch of each defense in one process, the defenses taking turns
+(so a busy machine slows them alike): natural, gradient regularization, PGD-7 and PGD-5
+training, TRADES with 7, 5 and the authors' 40 steps; median seconds per batch of 128 and
+the ratio to natural training (``OUT/cost.json``).
+
+The lam-search form is the search that chose the default ``lam`` of ``--defense gradreg``:
 shortened runs (``--epochs``) for each lam through the model cache, scored by clean
 accuracy and FGSM / PGD-40 accuracy at eps 0.1 on the first ``--n`` test images
 (``OUT/lam-search.{json,md}``).
@@ -267,9 +273,50 @@ def lam_search(args):
     print("\n".join(md))
 
 
+#: cost: (label, defense, options) timed per batch
+COST = [("natural", "none", {}), ("gradreg (lam 0.5)", "gradreg", {}),
+        ("PGD-7, eps 0.1", "pgd", {"eps": 0.1}), ("PGD-5, eps 0.3 (after warm-up)", "pgd", {"eps": 0.3, "eps_warmup": 0}),
+        ("TRADES-7, eps 0.1", "trades", {"eps": 0.1}),
+        ("TRADES-5, eps 0.3 (after warm-up)", "trades", {"eps": 0.3, "eps_warmup": 0}),
+        ("TRADES-40, eps 0.3 (the authors' steps)", "trades", {"eps": 0.3, "pgd_steps": 40, "eps_warmup": 0})]
+
+
+def cost(args):
+    """Seconds per training batch of each defense (median over --batches rounds): the batch
+    transform (the attack) and the gradient of the training loss, as `fit` runs them."""
+    import numpy as onp
+    from autograd import grad
+    from scratchadv.defenses import make_defense
+    from scratchadv.losses import loss
+    from scratchadv.model import init_params
+    x, y = load_mnist()[:2]
+    xb, yb = x[:128], y[:128]
+    params = init_params(args.seed)
+    steps = {}
+    for label, defense, options in COST:
+        loss_fn, transform, _ = make_defense(defense, epochs=1, **options)
+        steps[label] = (grad(loss_fn or loss), transform)
+    times = {label: [] for label, _, _ in COST}
+    for r in range(args.batches):
+        for label, _, _ in (COST if r % 2 == 0 else COST[::-1]):
+            g, transform = steps[label]
+            rng = onp.random.default_rng([args.seed, r])
+            t0 = time.perf_counter()
+            xt, yt = transform(params, xb, yb, rng, 0) if transform else (xb, yb)
+            g(params, xt, yt)
+            times[label].append(time.perf_counter() - t0)
+    base = float(onp.median(times["natural"]))
+    rows = [{"defense": label, "seconds_per_batch": float(onp.median(t)),
+             "times_natural": float(onp.median(t)) / base} for label, t in times.items()]
+    atomic_write_json(os.path.join(args.out, "cost.json"), rows)
+    for r in rows:
+        print(f"{r['defense']:>40}: {1000 * r['seconds_per_batch']:8.1f} ms per batch of 128, "
+              f"{r['times_natural']:5.1f} x natural")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", nargs="?", default="experiment", choices=["experiment", "table", "lam-search"])
+    p.add_argument("mode", nargs="?", default="experiment", choices=["experiment", "table", "lam-search", "cost"])
     p.add_argument("--out", default="runs/defenses", help="folder for models and reports")
     p.add_argument("--only", default=None, help="comma-separated model names (default: all six)")
     p.add_argument("--readme", default=None, help="replace the defenses table in this README")
@@ -281,12 +328,14 @@ def main(argv=None):
     p.add_argument("--cache", default=None, help="lam-search: model cache folder (default: the demo's)")
     p.add_argument("--lams", default="0,0.1,1,10,100", help="lam-search: values to try (0 = natural)")
     p.add_argument("--limit", type=int, default=None, help="lam-search: train on the first N images only")
+    p.add_argument("--batches", type=int, default=20, help="cost: rounds timed (default 20)")
     args = p.parse_args(argv)
     if args.epochs is None:
         args.epochs = 2 if args.mode == "lam-search" else 10
     os.makedirs(args.out, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    {"experiment": experiment, "table": lambda a: write_table(a, MODELS), "lam-search": lam_search}[args.mode](args)
+    {"experiment": experiment, "table": lambda a: write_table(a, MODELS), "lam-search": lam_search,
+     "cost": cost}[args.mode](args)
     return 0
 
 
