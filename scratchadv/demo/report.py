@@ -209,7 +209,8 @@ def _md_minimal_norms(m):
     """Section 4's second part: which minimal-norm attack comes closest, per model and norm."""
     if not m:
         return []
-    names = ", ".join(_MINIMAL_NAMES.get(a, a) for a in m["attacks"])
+    names = [_MINIMAL_NAMES.get(a, a) for a in m["attacks"]]
+    names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
     lines = ["**Which attack finds the smallest perturbation?** Each of the sizes above is an upper "
              "bound of an image's distance to the decision boundary, only as good as the attack that "
              f"found it. On the first {m['n']} test images, the same for all of them, {names} are run "
