@@ -57,7 +57,7 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
     """Train ``architecture`` on (x, y) with RMSprop, or load the identical model from ``cache``.
 
     name: a file-name prefix ('natural', 'pgd-trained', ...); x: (N, 1, 28, 28) float32 in
-    [0, 1], y: (N,) int64; defense: 'none' | 'pgd' | 'gradreg' with ``defense_options``
+    [0, 1], y: (N,) int64; defense: 'none' | 'pgd' | 'gradreg' | 'trades' with ``defense_options``
     for :func:`scratchadv.defenses.make_defense` (None entries keep the tuned defaults).
     Training resumes from the state file an interrupted call left behind. Returns
     ``(params, history, info)`` where info holds ``path``, ``key``, ``config`` (what the

@@ -21,11 +21,12 @@ defaults the table is the full demo's. Writes ``OUT/shallow_vs_deep.md`` (the de
 table) and ``.json``.
 
 ``--minimal``: also compare the minimal-norm attacks on each model
-(:func:`scratchadv.evaluate.minimal.minimal_norms`: bisection over PGD, DeepFool, CW-L2,
-FAB without eps) on the first ``--minimal-n`` test images, L2 and Linf (CW: L2 only),
-and say which finds the smallest perturbation (median over the correctly classified
-images; an image an attack does not flip counts as inf). Writes ``OUT/minimal_norms.md``
-and ``.json``.
+(:func:`scratchadv.evaluate.minimal.minimal_norms_by_model`, which the demo's section 4
+calls too: bisection over PGD, DeepFool, CW-L2, FAB without eps) on the first
+``--minimal-n`` test images, L2 and Linf (CW: L2 only), and say which finds the smallest
+perturbation (median over the correctly classified images; an image an attack does not
+flip counts as inf). Writes ``OUT/minimal_norms.md`` (the demo's table,
+:func:`scratchadv.demo.format_minimal_norms_table`) and ``.json``.
 """
 import argparse
 import os
@@ -36,7 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from scratchadv.cache import cached_fit, default_cache_dir   # noqa: E402
 from scratchadv.checkpoint import load_model              # noqa: E402
 from scratchadv.data import load_mnist                    # noqa: E402
-from scratchadv.demo import format_shallow_table, shallow_vs_deep_table  # noqa: E402
+from scratchadv.demo import (format_minimal_norms_table, format_shallow_table,  # noqa: E402
+                             shallow_vs_deep_table)
 from scratchadv.fileio import atomic_write, atomic_write_json  # noqa: E402
 
 #: (table label, architecture, cache name), as the demo's section 4 names them
@@ -90,31 +92,18 @@ def main(argv=None):
 
 def minimal_table(models, x, y, args):
     """Each minimal-norm attack on each model: median L2 and Linf, and which is smallest."""
-    from scratchadv.evaluate.minimal import minimal_norms
-    from scratchadv.model import get_architecture
+    from scratchadv.evaluate.minimal import minimal_norms_by_model
     attacks = [a.strip() for a in args.minimal.split(",") if a.strip()]
-    rows = []
-    for label, (params, arch) in models.items():
-        for norm in ("l2", "linf"):
-            r = minimal_norms(params, x, y, predict_fn=get_architecture(arch).predict, norm=norm,
-                              attacks=attacks, seed=args.seed, search_steps=args.search_steps,
-                              pgd_steps=args.steps, cw_steps=args.cw_steps,
-                              cw_binary_steps=args.cw_binary_steps)
-            rows.append({"model": label, **{k: v for k, v in r.items() if k != "by_attack"},
-                         "by_attack": {a: {k: v for k, v in b.items() if k != "sizes"}
-                                       for a, b in r["by_attack"].items()}})
-            print(f"{label}, {norm}: " + ", ".join(
-                f"{a} {b['median']:.4g} ({b['flipped']}/{r['n_correct']} flipped)"
-                for a, b in r["by_attack"].items()) + f"; smallest: {r['smallest']}", flush=True)
+    rows = minimal_norms_by_model(models, x, y, attacks=attacks, seed=args.seed,
+                                  search_steps=args.search_steps, pgd_steps=args.steps,
+                                  cw_steps=args.cw_steps, cw_binary_steps=args.cw_binary_steps,
+                                  verbose=True)
     lines = [f"Median minimal perturbation over the correctly classified images among the first "
              f"{len(x)} MNIST test images (smaller is a stronger attack; an image not flipped "
              f"counts as inf). PGD: bisection ({args.search_steps} halvings) over PGD-{args.steps}; "
              f"CW: {args.cw_binary_steps} binary-search steps of {args.cw_steps} Adam steps; "
              "DeepFool: 50 steps, overshoot 0.02; FAB: 100 steps.", "",
-             "| model | norm | " + " | ".join(attacks) + " | smallest |", "|---" * (len(attacks) + 3) + "|"]
-    for r in rows:
-        cells = [f"{r['by_attack'][a]['median']:.4g}" if a in r["by_attack"] else "—" for a in attacks]
-        lines.append(f"| {r['model']} | {r['norm']} | " + " | ".join(cells) + f" | {r['smallest']} |")
+             *format_minimal_norms_table(rows, attacks)]
     text = "\n".join(lines) + "\n"
     with atomic_write(os.path.join(args.out, "minimal_norms.md"), "w") as f:
         f.write(text)

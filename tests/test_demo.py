@@ -74,15 +74,17 @@ def quick_runs(tmp_path_factory):
 def test_quick_demo_writes_a_complete_report(quick_runs):
     out, runs = quick_runs
     assert runs[0]["returncode"] == 0, runs[0]["stderr"][-3000:]
-    for name in ("README.md", "results.json", "comparison.md", "evaluation-natural.json",
-                 "evaluation-pgd-trained.json", "evaluation-gradreg.json"):
+    for name in ("README.md", "results.json", "comparison.md"):
         assert (out / name).is_file(), name
+    for model in ("natural", "pgd-trained", "trades", "gradreg"):
+        for suffix in ("", "-autoattack"):
+            assert (out / f"evaluation-{model}{suffix}.json").is_file(), (model, suffix)
     # one summary line per section on the terminal
     for i, key in enumerate(demo.SECTIONS):
         assert f"[{i + 1}/7] {key}:" in runs[0]["stdout"]
     readme = (out / "README.md").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) >= 12
+    assert len(pngs) >= 13 and "fig6-robust-accuracy-trades.png" in pngs
     for png in pngs:                                   # every figure is shown in the report
         assert f"]({png})" in readme, png
     for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):   # and every image it shows exists
@@ -132,12 +134,70 @@ def test_quick_demo_results_are_sane(quick_runs):
     for k in ("penalty-l1", "penalty-l2", "pgd-linf"):
         assert frac(tg["stats"][k]["success_rate"]) and tg["stats"][k]["success_rate"] > 0.3
     assert tg["stats"]["pgd-linf"]["median_linf"] <= res["settings"]["targeted_pgd_eps"] + 1e-6
-    for key in ("adversarial_training", "gradient_regularization"):
-        d = s[key]
+    check_minimal_norms(sd["minimal_norms"], res["settings"])
+    adv, reg = s["adversarial_training"], s["gradient_regularization"]
+    for d in (adv, adv["trades"], reg):
         assert frac(d["clean_accuracy"]) and d["clean_accuracy"] > 0.2
         assert len(d["sanity"]) == 5 and all(isinstance(c["passed"], bool) for c in d["sanity"])
         assert d["rows"][0]["eps"] == 0 and math.isclose(d["rows"][0]["worst_case"], d["clean_accuracy"])
-    assert set(s["gradient_regularization"]["comparison"]) == {"natural", "pgd-trained", "gradreg"}
+        check_autoattack(d["autoattack"], res["settings"])
+    check_autoattack(adv["autoattack_natural"], res["settings"])
+    # TRADES: the library's defaults, the same training settings as the other defended models
+    from scratchadv.defenses import DEFAULTS
+    t, st = adv["trades"]["config"], res["settings"]
+    assert t["defense"] == "trades" and t["beta"] == DEFAULTS["trades"]["beta"] and t["eps"] == DEFAULTS["trades"]["eps"]
+    assert t["pgd_steps"] == (st["pgd_train_steps"] or DEFAULTS["trades"]["pgd_steps"])
+    for k in ("epochs", "batch_size", "seed", "n_train"):
+        assert t[k] == adv["config"][k] == reg["config"][k], k
+    comp = reg["comparison"]
+    assert list(comp) == ["natural", "pgd-trained", "trades", "gradreg"]
+    # one AutoAttack evaluation per model: the comparison shows the sections' own numbers
+    for name, own in (("natural", adv["autoattack_natural"]), ("pgd-trained", adv["autoattack"]),
+                      ("trades", adv["trades"]["autoattack"]), ("gradreg", reg["autoattack"])):
+        assert comp[name]["autoattack"] == own, name
+        full = json.loads((out / f"evaluation-{name}-autoattack.json").read_text())
+        row = next(r for r in full["results"] if r["eps"] == st["aa_eps"])
+        assert full["suite"] == "autoattack" and full["n"] == st["aa_n"]
+        assert row["accuracy"]["autoattack"] == own["robust_accuracy"]
+    readme = (out / "README.md").read_text()
+    assert "### TRADES" in readme and "### The four models side by side" in readme
+
+
+def check_minimal_norms(m, settings):
+    """Section 4's minimal-norm comparison: every model, both norms, the smallest named right."""
+    assert m["n"] == settings["minnorm_n"] and m["attacks"] == settings["minnorm_attacks"]
+    models = ["softmax regression", "MLP (1 hidden layer)", "lecture CNN"]
+    assert [(r["model"], r["norm"]) for r in m["rows"]] == [(k, n) for k in models for n in ("l2", "linf")]
+    for r in m["rows"]:
+        expected = [a for a in settings["minnorm_attacks"] if not (a == "cw" and r["norm"] == "linf")]
+        assert r["attacks"] == expected and set(r["by_attack"]) == set(expected)
+        assert 0 < r["n_correct"] <= m["n"]
+        med = {a: b["median"] for a, b in r["by_attack"].items()}
+        for a in ("pgd", "deepfool"):              # both flip most images of these weak models
+            assert 0 < med[a] < math.inf and r["by_attack"][a]["flipped"] > r["n_correct"] // 2, (r["model"], a)
+        assert med[r["smallest"]] == min(med.values())
+        assert m["smallest"][r["model"]][r["norm"]] == r["smallest"]
+        if r["norm"] == "linf":
+            assert med["pgd"] <= 1.0
+        assert "sizes" not in r["by_attack"][expected[0]]    # per-image sizes stay out of results.json
+
+
+def check_autoattack(a, settings):
+    """One model's AutoAttack summary: consistent numbers, the checks and the Square warning."""
+    assert a["n"] == settings["aa_n"] and a["eps"] == settings["aa_eps"]
+    assert list(a["after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    after = list(a["after"].values())
+    assert all(y <= x for x, y in zip(after, after[1:]))        # each attack runs on the survivors
+    assert after[0] <= a["clean_accuracy"] and after[-1] == a["robust_accuracy"]
+    assert a["worst_case"] <= min(a["robust_accuracy"], a["fgsm"])
+    # AutoAttack is at least as strong as PGD with one restart on the same images (one image of slack)
+    assert a["robust_accuracy"] <= a["pgd_worst_case"] + 1.0 / a["n"] + 1e-12
+    assert isinstance(a["square_warning"], bool)
+    assert a["closing_check"]["within_eps"] and a["closing_check"]["in_range"] and a["closing_check"]["nan"] == 0
+    names = [c["name"] for c in a["sanity"]]
+    assert len(names) == 6 and "Square" in names[-1]
+    assert a["sanity"][-1]["passed"] is (not a["square_warning"])
+    assert a["sanity_passed"] == all(c["passed"] for c in a["sanity"])
 
 
 @pytest.mark.mnist
@@ -145,7 +205,7 @@ def test_quick_demo_second_run_reuses_every_model_and_is_faster(quick_runs):
     out, runs = quick_runs
     assert runs[1]["returncode"] == 0, runs[1]["stderr"][-3000:]
     reused = runs[1]["stdout"].count("reusing cached model")
-    assert reused == 5, runs[1]["stdout"]              # natural, softmax, mlp, pgd-trained, gradreg
+    assert reused == 6, runs[1]["stdout"]              # natural, softmax, mlp, pgd-trained, trades, gradreg
     assert runs[0]["stdout"].count("reusing cached model") == 0
     assert runs[1]["seconds"] < runs[0]["seconds"]
     res = json.loads((out / "results.json").read_text())
@@ -156,6 +216,6 @@ def test_quick_demo_second_run_reuses_every_model_and_is_faster(quick_runs):
     assert t["trained_seconds"] == pytest.approx(sum(t["seconds_per_epoch"]))
     readme = (out / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if ln.startswith("- training time per model:"))
-    for name in ("natural", "softmax regression", "MLP", "pgd-trained", "gradreg"):
+    for name in ("natural", "softmax regression", "MLP", "pgd-trained", "trades", "gradreg"):
         assert name in line, line
-    assert line.count("(cached, measured when it was trained)") == 5, line
+    assert line.count("(cached, measured when it was trained)") == 6, line

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scratchadv.demo import SECTIONS, TITLES, format_readme
+from scratchadv.demo import PRESETS, SECTIONS, SETTING_DOCS, TITLES, format_readme
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "demo-quick-results.json")
 
@@ -29,6 +29,20 @@ def table_row(readme, first_cell):
         if line.startswith("|") and cells[0] == first_cell:
             return cells
     raise AssertionError(f"no table row starting with {first_cell!r}")
+
+
+def table_rows(text, *first_cells):
+    """The cells of every Markdown table row that starts with ``first_cells``."""
+    out = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and tuple(cells[:len(first_cells)]) == first_cells:
+            out.append(cells)
+    return out
+
+
+def pct(v):
+    return f"{100 * v:.1f}%"
 
 
 def section_text(readme, key):
@@ -63,7 +77,7 @@ def test_numbers_land_in_their_tables(results):
     readme = format_readme(results)
     s = results["sections"]
     val = table_row(section_text(readme, "train"), "validation accuracy")
-    assert val[1] == f"{100 * s['train']['val_accuracy']:.1f}%" == "91.3%"
+    assert val[1] == f"{100 * s['train']['val_accuracy']:.1f}%" == "91.5%"
     softmax = next(t for t in s["shallow_vs_deep"]["table"] if t["architecture"] == "softmax-v1")
     row = table_row(section_text(readme, "shallow_vs_deep"), "softmax regression")
     assert row[3] == f"{softmax['median_linf']:.3f}" == "0.062"
@@ -107,3 +121,86 @@ def test_ascent_text_states_the_settings_it_ran_with(results):
     text = section_text(format_readme(other), "untargeted")
     assert "x + 0.1 * g / max|g|" in text and "at most 12 steps" in text and "within 12 steps" in text
     assert "0/6/12" in text and "0.05" not in text
+
+
+def test_every_setting_of_both_presets_is_documented():
+    assert set(SETTING_DOCS) == set(PRESETS["full"]) == set(PRESETS["quick"])
+    assert all(isinstance(v, str) and v.strip() for v in SETTING_DOCS.values())
+
+
+def test_minimal_norm_comparison_lands_in_section_4(results):
+    m = results["sections"]["shallow_vs_deep"]["minimal_norms"]
+    text = section_text(format_readme(results), "shallow_vs_deep")
+    assert f"On the first {m['n']} test images" in text
+    head = table_rows(text, "model", "norm")
+    assert len(head) == 1 and head[0][3:] == [*m["attacks"], "smallest"]
+    assert len(m["rows"]) == 6
+    for r in m["rows"]:
+        (row,) = table_rows(text, r["model"], r["norm"])
+        assert row[2] == str(r["n_correct"])
+        for a, cell in zip(m["attacks"], row[3:]):
+            assert cell == (f"{r['by_attack'][a]['median']:.4g}" if a in r["by_attack"] else "—")
+        assert row[-1] == r["smallest"]
+    assert "cw" not in next(r for r in m["rows"] if r["norm"] == "linf")["by_attack"]
+    # which attack is smallest comes from the results, not the text
+    other = copy.deepcopy(results)
+    o = other["sections"]["shallow_vs_deep"]["minimal_norms"]
+    o["rows"][0]["smallest"] = "cw" if o["rows"][0]["smallest"] != "cw" else "pgd"
+    o["smallest"][o["rows"][0]["model"]]["l2"] = o["rows"][0]["smallest"]
+    changed = section_text(format_readme(other), "shallow_vs_deep")
+    assert table_rows(changed, o["rows"][0]["model"], "l2")[0][-1] == o["rows"][0]["smallest"]
+    assert changed != text
+
+
+def check_autoattack_row(row, a):
+    assert row[1] == pct(a["clean_accuracy"])
+    assert row[2:6] == [pct(a["after"][k]) for k in ("apgd-ce", "apgd-t", "fab-t", "square")]
+    assert row[5] == pct(a["robust_accuracy"])
+    assert row[6:8] == [pct(a["fgsm"]), pct(a["pgd_worst_case"])]
+
+
+def test_autoattack_numbers_land_in_sections_6_and_7(results):
+    readme = format_readme(results)
+    adv, reg = results["sections"]["adversarial_training"], results["sections"]["gradient_regularization"]
+    six, seven = section_text(readme, "adversarial_training"), section_text(readme, "gradient_regularization")
+    pgd_part, trades_part = six.split("### TRADES")
+    check_autoattack_row(table_row(pgd_part, "PGD-trained"), adv["autoattack"])
+    check_autoattack_row(table_row(pgd_part, "natural"), adv["autoattack_natural"])
+    check_autoattack_row(table_row(trades_part, "TRADES"), adv["trades"]["autoattack"])
+    check_autoattack_row(table_row(seven, "gradient-regularized"), reg["autoattack"])
+    for part, a in ((pgd_part, adv["autoattack"]), (trades_part, adv["trades"]["autoattack"]),
+                    (seven, reg["autoattack"])):
+        assert f"AutoAttack** at Linf eps {a['eps']:g} on the first {a['n']} test images" in part
+        assert ("**Square warning**" in part) is a["square_warning"]
+        assert ("No Square warning" in part) is (not a["square_warning"])
+        for c in a["sanity"]:
+            assert f"{'passed' if c['passed'] else '**FAILED**'}: {c['name']} ({c['detail']})" in part
+    # the comparison: every model, its AutoAttack number and both sets of checks
+    comp_text = seven.split("side by side")[1]
+    comp = reg["comparison"]
+    assert list(comp) == ["natural", "pgd-trained", "trades", "gradreg"]
+    aa = comp["natural"]["autoattack"]
+    assert f"AutoAttack eps {aa['eps']:g} ({aa['n']} images)" in table_rows(comp_text, "model")[0]
+    for name, m in comp.items():
+        row = table_row(comp_text, name)
+        assert row[5] == pct(m["autoattack"]["robust_accuracy"]) and row[6] == pct(m["autoattack"]["pgd_worst_case"])
+        assert row[8] == ("all passed" if m["autoattack"]["sanity_passed"] else
+                          f"{sum(not c['passed'] for c in m['autoattack']['sanity'])} failed")
+    assert "trades" in next(ln for ln in readme.splitlines() if ln.startswith("- training time per model:"))
+
+
+def test_a_square_warning_is_shown_where_it_was_raised(results):
+    warned = copy.deepcopy(results)
+    reg = warned["sections"]["gradient_regularization"]
+    for a in (reg["autoattack"], reg["comparison"]["gradreg"]["autoattack"]):
+        a["square_warning"] = True
+        a["sanity"][-1].update(passed=False, detail="Square lowered the white-box result at eps 0.1")
+        a["sanity_passed"] = False
+    readme = format_readme(warned)
+    seven = section_text(readme, "gradient_regularization")
+    assert "**Square warning**" in seven and "No Square warning" not in seven
+    assert "**FAILED**: black-box Square does not beat the white-box attacks" in seven
+    row = table_row(seven.split("side by side")[1], "gradreg")
+    assert row[5].endswith("(Square warning)") and row[8] == "1 failed"
+    # the other sections keep their own verdict
+    assert "**Square warning**" not in section_text(readme, "adversarial_training")

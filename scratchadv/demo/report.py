@@ -10,7 +10,7 @@ import numpy as onp
 
 from .settings import REFERENCES, SECTIONS, SETTING_DOCS, TITLES
 
-__all__ = ["format_readme", "format_shallow_table"]
+__all__ = ["format_readme", "format_shallow_table", "format_minimal_norms_table"]
 
 
 def _pct(v):
@@ -155,6 +155,20 @@ def format_shallow_table(table):
     return lines
 
 
+def format_minimal_norms_table(rows, attacks):
+    """The minimal-norm comparison (rows of
+    :func:`scratchadv.evaluate.minimal.minimal_norms_by_model`) as Markdown lines: per model
+    and norm, each attack's median perturbation and which is smallest ("—": the attack does
+    not run in that norm, e.g. CW in Linf)."""
+    lines = ["| model | norm | images attacked | " + " | ".join(attacks) + " | smallest |",
+             "|---" * (len(attacks) + 4) + "|"]
+    for r in rows:
+        cells = [_fmt(r["by_attack"][a]["median"], ".4g") if a in r["by_attack"] else "—" for a in attacks]
+        lines.append(f"| {r['model']} | {r['norm']} | {r['n_correct']} | " + " | ".join(cells)
+                     + f" | {r.get('smallest', 'n/a')} |")
+    return lines
+
+
 def _md_shallow(r, refs, fig_no):
     lines = ["The lecture's claim: shallow networks are more robust, an attacker needs a larger "
              "perturbation to fool them than to fool a deep one. To measure it, for each "
@@ -184,6 +198,35 @@ def _md_shallow(r, refs, fig_no):
                   f"for the CNN; L2 {_fmt(s_['median_l2'], '.2f')} vs {_fmt(c_['median_l2'], '.2f')}).", ""]
     lines += _img(r["figures"][0], "Fraction of correctly classified test images flipped by a "
                   "perturbation of at most the given size (dotted: medians).", fig_no)
+    lines += _md_minimal_norms(r.get("minimal_norms"))
+    return lines
+
+
+_MINIMAL_NAMES = {"pgd": "bisection over PGD", "deepfool": "DeepFool", "cw": "CW-L2", "fab": "FAB"}
+
+
+def _md_minimal_norms(m):
+    """Section 4's second part: which minimal-norm attack comes closest, per model and norm."""
+    if not m:
+        return []
+    names = [_MINIMAL_NAMES.get(a, a) for a in m["attacks"]]
+    names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+    lines = ["**Which attack finds the smallest perturbation?** Each of the sizes above is an upper "
+             "bound of an image's distance to the decision boundary, only as good as the attack that "
+             f"found it. On the first {m['n']} test images, the same for all of them, {names} are run "
+             "on each model without a radius; each returns the smallest perturbation it found that "
+             "flips the prediction (classified again here before it counts; an image not flipped "
+             f"counts as infinitely far). Bisection: the search above ({m['search_steps']} halvings, "
+             f"PGD-{m['pgd_steps']}); DeepFool (Moosavi-Dezfooli et al. 2016): 50 steps, overshoot "
+             f"0.02; CW-L2 (Carlini & Wagner 2017): {m['cw_binary_steps']} binary-search steps of "
+             f"{m['cw_steps']} Adam steps (lr 0.01, abort-early), L2 only"
+             + ("; FAB (Croce & Hein 2020): 100 steps" if "fab" in m["attacks"] else "")
+             + ". The table gives the median over the images a model classifies correctly; "
+             "the smaller, the stronger the attack.", ""]
+    lines += format_minimal_norms_table(m["rows"], m["attacks"])
+    lines += ["", "Smallest median perturbation: " + "; ".join(
+        f"{model}: " + ", ".join(f"{_MINIMAL_NAMES.get(a, a)} ({norm})" for norm, a in v.items())
+        for model, v in m["smallest"].items()) + ".", ""]
     return lines
 
 
@@ -246,7 +289,74 @@ def _defense_table(rows, ref_rows=None):
     return lines
 
 
-def _md_defense_common(r, natural_rows):
+_AA_ATTACKS = (("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"), ("fab-t", "FAB-T"), ("square", "Square"))
+
+
+def _aa_table(models):
+    """models: [(label, AutoAttack summary)] -> the AutoAttack table's Markdown lines."""
+    lines = ["| model | clean | " + " | ".join(f"after {n}" for _, n in _AA_ATTACKS)
+             + " | FGSM | FGSM/PGD worst case, same images |", "|---" * (len(_AA_ATTACKS) + 4) + "|"]
+    for label, a in models:
+        lines.append(f"| {label} | {_pct(a['clean_accuracy'])} | "
+                     + " | ".join(_pct(a["after"].get(k)) for k, _ in _AA_ATTACKS)
+                     + f" | {_pct(a['fgsm'])} | {_pct(a['pgd_worst_case'])} |")
+    return lines
+
+
+def _square_line(a):
+    if a["square_warning"] is None:
+        return "AutoAttack did not run: no image was classified correctly."
+    if a["square_warning"]:
+        return ("**Square warning**: Square, which never reads a gradient, lowered the accuracy the "
+                "white-box attacks had left: their gradients may be masked, and the robust accuracy is "
+                "an upper bound that a stronger attack may lower further.")
+    return ("No Square warning: Square, which never reads a gradient, found nothing the white-box "
+            "attacks had missed.")
+
+
+def _gap_text(a):
+    """AutoAttack against the FGSM/PGD worst case on the same images, as a clause."""
+    if a["pgd_worst_case"] is None:
+        return ""
+    gap = 100 * (a["pgd_worst_case"] - a["robust_accuracy"])
+    if abs(gap) < 1e-9:
+        return ", as many as the FGSM/PGD worst case on the same images"
+    if gap > 0:
+        return f", {gap:.1f} points below the FGSM/PGD worst case on the same images"
+    return (f", **{-gap:.1f} points more** than the FGSM/PGD worst case on the same images "
+            "(PGD's random starts found images AutoAttack missed)")
+
+
+def _closing_line(a):
+    c = a.get("closing_check")
+    if not c:
+        return ""
+    return (f" Closing check: largest perturbation {c['max_perturbation']:.4f} (eps {c['eps']:g}), "
+            f"{'within' if c['within_eps'] else '**outside**'} the ball, "
+            f"{'in' if c['in_range'] else '**outside**'} [0, 1], {c['nan']} NaN, labels "
+            f"{'consistent' if c['labels_consistent'] else '**inconsistent**'}.")
+
+
+def _md_autoattack(a, label, natural=None):
+    """The AutoAttack paragraph, table, Square warning and sanity checks of one model;
+    ``natural``: the natural model's summary, a row beside it."""
+    if not a:
+        return []
+    lines = [f"**AutoAttack** at Linf eps {a['eps']:g} on the first {a['n']} test images (Croce & Hein "
+             "2020, standard version: APGD-CE; APGD-T and FAB-T on the 9 highest-ranked wrong classes; "
+             "Square, 5000 queries; each on the images still robust): the accuracy left after each "
+             "attack, the last being AutoAttack's robust accuracy, with FGSM (for the sanity checks) and "
+             "the FGSM/PGD worst case above on the same images beside it.", ""]
+    lines += _aa_table([(label, a)] + ([("natural", natural)] if natural else []))
+    lines += ["", f"AutoAttack leaves {_pct(a['robust_accuracy'])} of the {a['n']} images robust"
+              + _gap_text(a) + f" ({a['seconds']:.0f} s). " + _square_line(a) + _closing_line(a), ""]
+    lines += ["Sanity checks of the AutoAttack evaluation (the doubled-steps check runs APGD-CE "
+              "with 100 and 200 steps; the last one is AutoAttack's Square warning):", ""]
+    lines += _sanity_lines(a["sanity"]) + [""]
+    return lines
+
+
+def _md_defense_common(r, natural_rows, natural_aa=None):
     c = r["config"]
     lines = [f"Trained for {c['epochs']} epochs on {c['n_train']:,} images (RMSprop, batch "
              f"{c['batch_size']}, seed {c['seed']}); evaluated like the natural model in section 3.", "",
@@ -256,6 +366,7 @@ def _md_defense_common(r, natural_rows):
     lines += ["", "Sanity checks (Carlini et al. 2019; Athalye et al. 2018): a defense that fails them "
               "is likely masking gradients rather than being robust.", ""]
     lines += _sanity_lines(r["sanity"]) + [""]
+    lines += _md_autoattack(r.get("autoattack"), r.get("label", "this model"), natural_aa)
     return lines
 
 
@@ -268,14 +379,42 @@ def _md_adv(r, refs, fig_no, nat):
              + (f", {c['clean_frac']:.0%} clean images" if c.get("clean_frac") else "")
              + (f", eps warm-up over {c['eps_warmup']} epochs" if c.get("eps_warmup") else "")
              + "), then the weights take the usual step on them with the true labels.", ""]
-    lines += _md_defense_common(r, nat)
+    lines += _md_defense_common({**r, "label": "PGD-trained"}, nat, r.get("autoattack_natural"))
     a1 = _row_at(r["rows"], 0.1)
     if a1:
         lines += [f"Project targets for this model (eps 0.1): clean >= 98.0% (here {_pct(r['clean_accuracy'])}), "
                   f"worst case over FGSM and PGD at eps 0.1 >= 90% (here {_pct(a1['worst_case'])}). For scale, "
                   f"Madry et al. reach about {_pct(refs['madry_pgd03'])} at eps 0.3 with a larger network "
                   "trained at eps 0.3.", ""]
+    if r.get("autoattack"):
+        tr, at = r["config"]["eps"], r["autoattack"]["eps"]
+        lines += [f"Croce & Hein (2020) report AutoAttack at eps 0.3 for Madry et al.'s MNIST model "
+                  f"({_pct(refs['croce_madry_aa03'])}) and for TRADES's ({_pct(refs['croce_trades_aa03'])}), "
+                  "networks larger than this one, trained at eps 0.3; the models here are "
+                  + (f"trained and attacked at eps {tr:g}." if abs(tr - at) < 1e-12 else
+                     f"trained at eps {tr:g} and attacked at eps {at:g}."), ""]
     lines += _img(r["figures"][0], "Accuracy of the PGD-trained CNN against the Linf radius.", fig_no)
+    t = r.get("trades")
+    if t:
+        lines += _md_trades(t, nat, r["figures"][1], fig_no + 1)
+    return lines
+
+
+def _md_trades(t, nat, fig, fig_no):
+    """Section 6's TRADES part."""
+    c = t["config"]
+    lines = ["### TRADES", "",
+             "Zhang et al. (2019), as their code computes it: minimise `CE(f(x), y) + beta * "
+             "KL(softmax f(x) || softmax f(x'))` with beta "
+             f"{c['beta']:g}, x' the point of largest KL in the Linf ball of radius {c['eps']:g} "
+             f"({c['pgd_steps']} sign steps of {c['pgd_step_size']:.4g} on the current weights from "
+             "x + 0.001 * N(0, 1), then a constant); the weights are differentiated through both the "
+             "clean and the adversarial branch. The inner loop has the length and step rule of the PGD "
+             "training above, so the two differ in their objective, not in the strength of their inner "
+             "attack (the authors' MNIST script: 40 steps of 0.01 at eps 0.3). Same data, epochs, batch "
+             "size and seed as the PGD-trained model.", ""]
+    lines += _md_defense_common({**t, "label": "TRADES"}, nat)
+    lines += _img(fig, "Accuracy of the TRADES-trained CNN against the Linf radius.", fig_no)
     return lines
 
 
@@ -287,7 +426,7 @@ def _md_gradreg(r, refs, fig_no, nat):
              "batch mean of each example's own squared input-gradient norm. Its gradient with respect "
              "to the weights is taken by differentiating the input gradient again (double "
              "backpropagation) through the same primitives.", ""]
-    lines += _md_defense_common(r, nat)
+    lines += _md_defense_common({**r, "label": "gradient-regularized"}, nat)
     lines += ["Ross & Doshi-Velez (2018), FGSM accuracy on MNIST:", "",
               "| eps | this run: natural | this run: gradreg | theirs: natural | theirs: double backprop | "
               "theirs: FGSM adversarial training |", "|---|---|---|---|---|---|"]
@@ -301,22 +440,46 @@ def _md_gradreg(r, refs, fig_no, nat):
     lines += _img(r["figures"][0], "Accuracy of the gradient-regularized CNN against the Linf radius.", fig_no)
     comp = r.get("comparison") or {}
     if comp:
-        lines += ["### The three models side by side", "",
-                  "| model | clean | " + " | ".join(f"worst case eps {e:g}" for e in (0.1, 0.2, 0.3)) + " | sanity checks |",
-                  "|---|---|---|---|---|---|"]
-        for name, m in comp.items():
-            cells = [(_pct(_row_at(m["rows"], e)["worst_case"]) if _row_at(m["rows"], e) else "") for e in (0.1, 0.2, 0.3)]
-            ok = all(x["passed"] for x in m["sanity"])
-            nfail = sum(not x["passed"] for x in m["sanity"])
-            lines.append(f"| {name} | {_pct(m['clean_accuracy'])} | " + " | ".join(cells)
-                         + f" | {'all passed' if ok else f'{nfail} failed'} |")
-        lines += ["", "Sanity checks of the natural model:", ""] + _sanity_lines(comp.get("natural", {}).get("sanity", [])) + [""]
-        lines += _img(r["figures"][1], "Worst-case (solid) and FGSM (dashed) accuracy against the Linf "
-                      "radius for the three models (also in comparison.md / comparison.json).", fig_no + 1)
-        lines += _img(r["figures"][2], ("Clean validation accuracy and training objective per epoch. Each model minimises its own "
-                                                 "objective: cross-entropy (natural), cross-entropy on the PGD images (pgd-trained), "
-                                                 "cross-entropy + lam * squared input-gradient norm (gradreg), so their heights "
-                                                 "are not comparable; their trends are."), fig_no + 2)
+        lines += _md_comparison(comp, r["figures"][1:3], fig_no + 1)
+    return lines
+
+
+def _checks_cell(sanity):
+    nfail = sum(not x["passed"] for x in sanity)
+    return "all passed" if not nfail else f"{nfail} failed"
+
+
+def _md_comparison(comp, figs, fig_no):
+    """Section 7's comparison of every model: worst case against eps, AutoAttack, checks."""
+    aa = next((m["autoattack"] for m in comp.values() if m.get("autoattack")), None)
+    head = ("| model | clean | " + " | ".join(f"worst case eps {e:g}" for e in (0.1, 0.2, 0.3))
+            + (f" | AutoAttack eps {aa['eps']:g} ({aa['n']} images) | worst case eps {aa['eps']:g}, "
+               "same images" if aa else "")
+            + " | sanity checks |" + (" AutoAttack sanity checks |" if aa else ""))
+    count = {2: "two", 3: "three", 4: "four"}.get(len(comp), str(len(comp)))
+    lines = [f"### The {count} models side by side", "", head, "|---" * (head.count("|") - 1) + "|"]
+    for name, m in comp.items():
+        cells = [(_pct(_row_at(m["rows"], e)["worst_case"]) if _row_at(m["rows"], e) else "") for e in (0.1, 0.2, 0.3)]
+        a = m.get("autoattack")
+        if aa:
+            cells += ([_pct(a["robust_accuracy"]) + (" (Square warning)" if a["square_warning"] else ""),
+                       _pct(a["pgd_worst_case"])] if a else ["", ""])
+        cells.append(_checks_cell(m["sanity"]))
+        if aa:
+            cells.append(_checks_cell(a["sanity"]) if a else "")
+        lines.append(f"| {name} | {_pct(m['clean_accuracy'])} | " + " | ".join(cells) + " |")
+    nat = comp.get("natural", {})
+    lines += ["", "Sanity checks of the natural model:", ""] + _sanity_lines(nat.get("sanity", [])) + [""]
+    if nat.get("autoattack"):
+        lines += ["Sanity checks of the natural model's AutoAttack evaluation:", ""]
+        lines += _sanity_lines(nat["autoattack"]["sanity"]) + [""]
+    lines += _img(figs[0], f"Worst-case (solid) and FGSM (dashed) accuracy against the Linf "
+                  f"radius for the {count} models (also in comparison.md / comparison.json).", fig_no)
+    lines += _img(figs[1], ("Clean validation accuracy and training objective per epoch. Each model minimises its own "
+                            "objective: cross-entropy (natural), cross-entropy on the PGD images (pgd-trained), "
+                            "cross-entropy + beta * KL(clean || adversarial) (trades), cross-entropy + lam * "
+                            "squared input-gradient norm (gradreg), so their heights are not comparable; their "
+                            "trends are."), fig_no + 1)
     return lines
 
 
@@ -333,7 +496,8 @@ def format_readme(results):
     lines = ["# scratchadv demo: evasion attacks on MNIST, from the lecture", "",
              "A convolutional network built from scratch in NumPy and differentiated with `autograd` "
              "is trained on MNIST, attacked (fake images, gradient ascent, FGSM, PGD, the targeted "
-             "penalty attack) and defended (adversarial training, gradient regularization), "
+             "penalty attack, the minimal-norm attacks), defended (adversarial training with PGD and "
+             "TRADES, gradient regularization) and the defenses evaluated with FGSM/PGD and AutoAttack, "
              "following the lecture section by section. Every number below was measured by this run.", "",
              f"- command: `{results.get('command', 'scratchadv demo')}`",
              f"- mode: **{mode}**" + (" (smaller subsets, fewer epochs and attack steps: a smoke test; "
@@ -379,7 +543,8 @@ def _training_times(secs):
     out = []
     rows = [("natural", secs.get("train"))]
     rows += [(t["model"], t) for t in secs.get("shallow_vs_deep", {}).get("table", []) if "reused_cache" in t]
-    rows += [("pgd-trained", secs.get("adversarial_training")), ("gradreg", secs.get("gradient_regularization"))]
+    adv = secs.get("adversarial_training") or {}
+    rows += [("pgd-trained", adv), ("trades", adv.get("trades")), ("gradreg", secs.get("gradient_regularization"))]
     for name, r in rows:
         if r and r.get("trained_seconds") is not None:
             out.append((name, r["trained_seconds"], bool(r.get("reused_cache"))))

@@ -69,7 +69,7 @@ def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, ver
     x_train, y_train, x_test, y_test = load_mnist(data)
     ctx = {"out": out, "settings": settings, "seed": seed, "cache": cache, "verbose": verbose,
            "x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-           "models": {}, "histories": {}, "reports": {}}
+           "models": {}, "histories": {}, "reports": {}, "aa_reports": {}}
     results = {"library_version": __version__, "quick": bool(quick), "seed": seed,
                "command": command or f"scratchadv demo --out {out}" + (" --quick" if quick else "")
                + (f" --seed {seed}" if seed else ""),

@@ -222,7 +222,10 @@ def shallow_vs_deep_table(models, x, y, *, x_val, y_val, search_steps, steps, se
 
 
 def section_shallow_vs_deep(ctx):
-    """4. Median minimal perturbation (Linf, L2) of softmax regression, an MLP and the CNN."""
+    """4. Median minimal perturbation (Linf, L2) of softmax regression, an MLP and the CNN;
+    then, on the first ``minnorm_n`` test images, which minimal-norm attack (bisection over
+    PGD, DeepFool, CW-L2) finds the smallest perturbation of each model."""
+    from ..evaluate.minimal import minimal_norms_by_model
     s = ctx["settings"]
     x_tr, y_tr = ctx["x_train"][:s["n_train"]], ctx["y_train"][:s["n_train"]]
     x_val, y_val = ctx["x_test"][:s["n_val"]], ctx["y_test"][:s["n_val"]]
@@ -247,11 +250,30 @@ def section_shallow_vs_deep(ctx):
     plot_minimal_perturbations(_figure(ctx, fig), radii,
                                title=f"smallest PGD perturbation that flips each correctly classified image "
                                      f"(first {n} test images)")
+    nm = s["minnorm_n"]
+    # one int seed for minimal_norms, drawn from this section's stream
+    mseed = int(onp.random.default_rng([ctx["seed"], 4, 1]).integers(2 ** 31))
+    rows = minimal_norms_by_model(models, ctx["x_test"][:nm], ctx["y_test"][:nm], norms=("l2", "linf"),
+                                  attacks=s["minnorm_attacks"], seed=mseed, search_steps=s["minpert_search"],
+                                  pgd_steps=s["minpert_steps"], cw_steps=s["minnorm_cw_steps"],
+                                  cw_binary_steps=s["minnorm_cw_binary_steps"], verbose=ctx["verbose"])
+    minimal = {"n": nm, "attacks": list(s["minnorm_attacks"]), "search_steps": s["minpert_search"],
+               "pgd_steps": s["minpert_steps"], "cw_steps": s["minnorm_cw_steps"],
+               "cw_binary_steps": s["minnorm_cw_binary_steps"], "rows": rows,
+               "smallest": {m: {row["norm"]: row.get("smallest") for row in rows if row["model"] == m}
+                            for m in models}}
     r = {"n": n, "search_steps": s["minpert_search"], "pgd_steps": s["minpert_steps"],
-         "max_linf": 1.0, "max_l2": 28.0, "table": table, "figures": [fig]}
-    r["summary"] = "median minimal Linf / L2: " + ", ".join(
-        f"{t['model'].split(' (')[0]} {t['median_linf']:.3f} / {t['median_l2']:.2f}" for t in table)
+         "max_linf": 1.0, "max_l2": 28.0, "table": table, "minimal_norms": minimal, "figures": [fig]}
+    r["summary"] = ("median minimal Linf / L2: " + ", ".join(
+        f"{t['model'].split(' (')[0]} {_fmt_size(t['median_linf'], '.3f')} / {_fmt_size(t['median_l2'], '.2f')}"
+        for t in table)
+        + "; smallest median (L2 / Linf): " + ", ".join(
+            f"{m.split(' (')[0]} {v.get('l2')} / {v.get('linf')}" for m, v in minimal["smallest"].items()))
     return r
+
+
+def _fmt_size(v, spec):
+    return "n/a" if v is None else format(v, spec)
 
 
 def section_targeted(ctx):
@@ -303,6 +325,8 @@ def section_targeted(ctx):
 
 
 def _defense_section(ctx, *, name, defense, options, number):
+    """Train defended model ``name`` through the cache, evaluate it like section 3 (FGSM,
+    PGD, sanity checks) and with AutoAttack (:func:`_autoattack_summary`)."""
     from ..evaluate import evaluate_model, plot_report
     from ..model import ARCHITECTURE, predict
     s = ctx["settings"]
@@ -331,31 +355,98 @@ def _defense_section(ctx, *, name, defense, options, number):
          "clean_accuracy": report["clean_accuracy"], "val_accuracy": history["val_accuracy"][-1],
          "robustness": _strip_masks(report), "rows": _eval_rows(report),
          "sanity": report["sanity"], "sanity_passed": all(c["passed"] for c in report["sanity"]),
-         "figures": [fig]}
+         "autoattack": _autoattack_summary(ctx, name), "figures": [fig]}
     return r
 
 
+def _autoattack_report(ctx, name):
+    """The standard AutoAttack (suite "autoattack": FGSM + the ensemble, sanity checks) at
+    ``aa_eps`` on the first ``aa_n`` test images; once per model and run, also written to
+    ``evaluation-<name>-autoattack.json``."""
+    from ..evaluate import evaluate_model
+    done = ctx["aa_reports"]
+    if name not in done:
+        s = ctx["settings"]
+        params, predict_fn = ctx["models"][name]
+        n = s["aa_n"]
+        done[name] = evaluate_model(params, ctx["x_test"][:n], ctx["y_test"][:n], predict_fn=predict_fn,
+                                    eps_list=[s["aa_eps"]], suite="autoattack", seed=ctx["seed"],
+                                    checks=True, verbose=ctx["verbose"], name=f"{name} (AutoAttack)")
+        atomic_write_json(_figure(ctx, f"evaluation-{name}-autoattack.json"), done[name])
+    return done[name]
+
+
+def _autoattack_summary(ctx, name):
+    """AutoAttack's numbers for model ``name`` (JSON-ready): at ``aa_eps`` its robust
+    accuracy, the accuracy left after each of its four attacks (``after``), FGSM, the
+    worst case of both, the Square warning, the closing check, the sanity checks of that
+    evaluation, and the FGSM/PGD worst case of section 3/6/7's evaluation on the same images
+    (``pgd_worst_case``; None when that evaluation lacks the radius or the images)."""
+    from ..evaluate import parse_mask
+    report = _autoattack_report(ctx, name)
+    eps = ctx["settings"]["aa_eps"]
+    row = next(x for x in report["results"] if abs(x["eps"] - eps) < 1e-9)
+    aa = row.get("autoattack") or {}            # absent when no image is correct clean
+    pgd_rep = ctx["reports"].get(name)
+    pgd_row = None if pgd_rep is None else next((x for x in pgd_rep["results"] if abs(x["eps"] - eps) < 1e-9),
+                                                None)
+    n = report["n"]
+    pgd_wc = (float(parse_mask(pgd_row["masks"]["worst_case"])[:n].mean())
+              if pgd_row is not None and pgd_rep["n"] >= n else None)
+    return {"n": n, "eps": eps, "clean_accuracy": report["clean_accuracy"],
+            "robust_accuracy": row["accuracy"]["autoattack"], "fgsm": row["accuracy"]["fgsm"],
+            "worst_case": row["accuracy"]["worst_case"], "after": row.get("autoattack_after", {}),
+            "fooled": aa.get("fooled", {}), "square_warning": aa.get("square_warning"),
+            "closing_check": aa.get("checks"), "attack_seconds": aa.get("seconds", {}),
+            "pgd_worst_case": pgd_wc, "rows": _eval_rows(report), "sanity": report["sanity"],
+            "sanity_passed": all(c["passed"] for c in report["sanity"]), "seconds": report["seconds"]}
+
+
+def _aa_text(a):
+    """'93.0%' for a summary line, with the Square warning when it was raised."""
+    return _pct(a["robust_accuracy"]) + (" (Square warning: masking?)" if a["square_warning"] else "")
+
+
+def _checks_text(*results):
+    ok = all(r["sanity_passed"] and r["autoattack"]["sanity_passed"] for r in results)
+    return f"sanity checks {'all passed' if ok else 'NOT all passed'}"
+
+
 def section_adversarial_training(ctx):
-    """6. Min-max training: each batch replaced by PGD images of the current weights (Madry et al.)."""
+    """6. Min-max training: each batch replaced by PGD images of the current weights (Madry et
+    al.); then TRADES (Zhang et al. 2019: clean CE + beta * KL to the point of largest KL),
+    trained with the same settings. Both evaluated like section 3 and with AutoAttack, the
+    natural model's AutoAttack numbers beside them (its evaluation is done here)."""
     s = ctx["settings"]
     r = _defense_section(ctx, name="pgd-trained", defense="pgd",
                          options={"pgd_steps": s["pgd_train_steps"]}, number=6)
-    a = _row_at(r["rows"], 0.1)
-    nat = _row_at(_eval_rows(ctx["reports"]["natural"]), 0.1) if "natural" in ctx["reports"] else None
-    r["summary"] = (f"clean {_pct(r['clean_accuracy'])}"
-                    + (f", worst case at eps 0.1 {_pct(a['worst_case'])} (natural {_pct(nat['worst_case'])})"
-                       if a and nat else "")
-                    + f"; sanity checks {'all passed' if r['sanity_passed'] else 'NOT all passed'}")
+    r["autoattack_natural"] = _autoattack_summary(ctx, "natural")
+    t = _defense_section(ctx, name="trades", defense="trades",
+                         options={"pgd_steps": s["pgd_train_steps"]}, number=6)
+    r["figures"] += t.pop("figures")       # the section's figures, in the report's order
+    r["trades"] = t
+    models = {"PGD-trained": r, "TRADES": t}
+    worst = {k: _row_at(v["rows"], 0.1) for k, v in models.items()}
+    if "natural" in ctx["reports"]:
+        worst["natural"] = _row_at(_eval_rows(ctx["reports"]["natural"]), 0.1)
+    aa = {"PGD-trained": r["autoattack"], "TRADES": t["autoattack"], "natural": r["autoattack_natural"]}
+    parts = ["clean: " + ", ".join(f"{k} {_pct(v['clean_accuracy'])}" for k, v in models.items())]
+    if all(worst.values()):
+        parts.append("worst case at eps 0.1: " + ", ".join(f"{k} {_pct(v['worst_case'])}" for k, v in worst.items()))
+    parts.append(f"AutoAttack at eps {s['aa_eps']:g} on {r['autoattack']['n']} images: "
+                 + ", ".join(f"{k} {_aa_text(v)}" for k, v in aa.items()))
+    r["summary"] = "; ".join(parts + [_checks_text(r, t)])
     return r
 
 
 def section_gradient_regularization(ctx):
-    """7. Double backprop: CE + lam * mean ||d loss_i / d x_i||^2; then the three models compared."""
+    """7. Double backprop: CE + lam * mean ||d loss_i / d x_i||^2; then the four models
+    (natural, PGD-trained and TRADES from section 6, gradreg) compared, AutoAttack included."""
     from ..evaluate import write_comparison
     s = ctx["settings"]
     r = _defense_section(ctx, name="gradreg", defense="gradreg", options={"lam": s["gradreg_lam"]},
                          number=7)
-    names = [k for k in ("natural", "pgd-trained", "gradreg") if k in ctx["reports"]]
+    names = [k for k in ("natural", "pgd-trained", "trades", "gradreg") if k in ctx["reports"]]
     write_comparison([ctx["reports"][k] for k in names], ctx["out"])
     fig = "fig7-training-curves.png"
     plot_defense_training(_figure(ctx, fig), {k: ctx["histories"][k] for k in names if k in ctx["histories"]},
@@ -363,13 +454,15 @@ def section_gradient_regularization(ctx):
     r["figures"] += ["comparison.png", fig]
     r["comparison"] = {k: {"clean_accuracy": ctx["reports"][k]["clean_accuracy"],
                            "rows": _eval_rows(ctx["reports"][k]),
-                           "sanity": ctx["reports"][k]["sanity"]} for k in names}
+                           "sanity": ctx["reports"][k]["sanity"],
+                           "autoattack": _autoattack_summary(ctx, k)} for k in names}
     a = _row_at(r["rows"], 0.1)
     nat = _row_at(_eval_rows(ctx["reports"]["natural"]), 0.1) if "natural" in ctx["reports"] else None
     r["summary"] = (f"clean {_pct(r['clean_accuracy'])}"
                     + (f", FGSM at eps 0.1 {_pct(a['fgsm'])} (natural {_pct(nat['fgsm'])}; "
                        f"Ross & Doshi-Velez 92.2% vs 72.7%)" if a and nat else "")
-                    + f"; sanity checks {'all passed' if r['sanity_passed'] else 'NOT all passed'}")
+                    + f"; AutoAttack at eps {s['aa_eps']:g} on {r['autoattack']['n']} images: "
+                    f"{_aa_text(r['autoattack'])}; " + _checks_text(r))
     return r
 
 

@@ -15,9 +15,12 @@ PRESETS = {
         "eval_n": 1000, "eval_eps": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5],
         "eval_steps": 40, "eval_restarts": 5,
         "shallow_epochs": 10, "minpert_n": 1000, "minpert_search": 10, "minpert_steps": 20,
+        "minnorm_n": 100, "minnorm_attacks": ["pgd", "deepfool", "cw"], "minnorm_cw_steps": 1000,
+        "minnorm_cw_binary_steps": 9,
         "targeted_n": 1000, "penalty_lam": 30.0, "penalty_steps": 100, "penalty_lr": 0.1,
         "targeted_pgd_eps": 0.3, "targeted_pgd_steps": 40,
         "defense_n_train": 60000, "defense_epochs": 10, "pgd_train_steps": None, "gradreg_lam": None,
+        "aa_n": 100, "aa_eps": 0.1,
     },
     "quick": {
         "n_train": 20000, "epochs": 2, "batch_size": 128, "n_val": 2000,
@@ -26,9 +29,12 @@ PRESETS = {
         "eval_n": 200, "eval_eps": [0.0, 0.1, 0.2, 0.3, 0.5],
         "eval_steps": 10, "eval_restarts": 1,
         "shallow_epochs": 2, "minpert_n": 50, "minpert_search": 7, "minpert_steps": 10,
+        "minnorm_n": 10, "minnorm_attacks": ["pgd", "deepfool", "cw"], "minnorm_cw_steps": 1000,
+        "minnorm_cw_binary_steps": 9,
         "targeted_n": 50, "penalty_lam": 30.0, "penalty_steps": 100, "penalty_lr": 0.1,
         "targeted_pgd_eps": 0.3, "targeted_pgd_steps": 10,
         "defense_n_train": 4000, "defense_epochs": 2, "pgd_train_steps": 2, "gradreg_lam": None,
+        "aa_n": 20, "aa_eps": 0.1,
     },
 }
 
@@ -50,17 +56,26 @@ SETTING_DOCS = {
     "shallow_epochs": "epochs of softmax regression and the MLP",
     "minpert_n": "test images for the minimal-perturbation search",
     "minpert_search": "bisection halvings of [0, 1] (Linf) and [0, 28] (L2) in the minimal-perturbation search",
-    "minpert_steps": "PGD steps per bisection probe",
+    "minpert_steps": "PGD steps per bisection probe (also in the minimal-norm comparison)",
+    "minnorm_n": "test images (first N) on which the minimal-norm attacks are compared, per model (section 4)",
+    "minnorm_attacks": "the minimal-norm attacks compared: pgd (bisection over PGD, the search above), "
+                       "deepfool (50 steps, overshoot 0.02), cw (CW-L2, L2 only); add fab for FAB (100 steps)",
+    "minnorm_cw_steps": "CW-L2: Adam steps per binary-search step (with abort-early)",
+    "minnorm_cw_binary_steps": "CW-L2: binary-search steps over the constant c",
     "targeted_n": "test images for the targeted success rates",
     "penalty_lam": "weight of the closeness penalty (lecture: 30)",
     "penalty_steps": "gradient steps of the penalty attack",
     "penalty_lr": "learning rate of the penalty attack",
     "targeted_pgd_eps": "Linf radius of the targeted PGD comparison",
     "targeted_pgd_steps": "steps of the targeted PGD comparison",
-    "defense_n_train": "training images for the two defended models",
-    "defense_epochs": "epochs of the two defended models",
-    "pgd_train_steps": "PGD steps per mini-batch in adversarial training (None: the library default)",
+    "defense_n_train": "training images for the three defended models (PGD-trained, TRADES, gradreg)",
+    "defense_epochs": "epochs of the three defended models",
+    "pgd_train_steps": "PGD steps per mini-batch in adversarial training and in TRADES's inner maximisation "
+                       "(None: each defense's library default)",
     "gradreg_lam": "gradient-regularization weight (None: the library default)",
+    "aa_n": "test images (first N) for the standard AutoAttack on the natural and the three defended models "
+            "(sections 6, 7)",
+    "aa_eps": "Linf radius of the AutoAttack evaluation",
 }
 
 #: the numbers the report sets ours beside (see DESIGN.md, "Reference results")
@@ -80,6 +95,10 @@ REFERENCES = {
     "ross_fgsm_advtrain_fgsm": [0.996, 0.992, 0.965],
     # Madry et al. (2018): a larger CNN PGD-trained at eps 0.3, 100-step PGD with restarts
     "madry_pgd03": 0.89,
+    # Croce & Hein (2020): AutoAttack's robust accuracy of the published MNIST models at eps 0.3
+    # (Madry et al.'s and TRADES's networks, both larger than the lecture's)
+    "croce_madry_aa03": 0.8850,
+    "croce_trades_aa03": 0.9281,
     "natural_pgd03_max": 0.02,
 }
 
@@ -92,6 +111,6 @@ TITLES = {
     "untargeted": "3. The untargeted attack",
     "shallow_vs_deep": "4. Shallow vs deep: how large must a perturbation be?",
     "targeted": "5. The targeted attack",
-    "adversarial_training": "6. Adversarial training (min-max with PGD)",
+    "adversarial_training": "6. Adversarial training (min-max with PGD, and TRADES)",
     "gradient_regularization": "7. Gradient regularization (double backpropagation)",
 }

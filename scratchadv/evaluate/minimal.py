@@ -4,7 +4,9 @@ A minimal-norm attack returns, per image, the smallest perturbation it found tha
 prediction (``eps`` in its result: the norm found, ``inf`` if it found none). They are upper
 bounds of the true distance, so the smaller the stronger (each returned image is classified
 again here before it counts). :func:`minimal_norms` runs them on the same images and says,
-per image and in the median, which one came closest:
+per image and in the median, which one came closest; :func:`minimal_norms_by_model` does
+so for several models and both norms (the demo's section 4, ``scripts/shallow_vs_deep.py
+--minimal``):
 
 ===========  ==============================================================================
 ``pgd``      :func:`scratchadv.attacks.minimal_perturbation`: bisection over eps with PGD
@@ -16,10 +18,10 @@ per image and in the median, which one came closest:
 import numpy as onp
 
 from ..attacks import cw_l2, deepfool, fab, minimal_perturbation
-from ..model import predict
+from ..model import get_architecture, predict
 from ..validate import check_choice, check_images, check_int, check_labels
 
-__all__ = ["MINIMAL_ATTACKS", "minimal_norms"]
+__all__ = ["MINIMAL_ATTACKS", "minimal_norms", "minimal_norms_by_model"]
 
 MINIMAL_ATTACKS = ("pgd", "deepfool", "cw", "fab")
 
@@ -79,3 +81,41 @@ def minimal_norms(params, x, y, *, predict_fn=predict, norm="l2", attacks=MINIMA
         medians = {a: out["by_attack"][a]["median"] for a in run}
         out["smallest"] = min(medians, key=lambda a: (medians[a] if medians[a] is not None else onp.inf))
     return out
+
+
+def _median_text(v):
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def minimal_norms_by_model(models, x, y, *, norms=("l2", "linf"), attacks=MINIMAL_ATTACKS, seed=0,
+                           search_steps=10, pgd_steps=20, cw_steps=10000, cw_binary_steps=9,
+                           fab_steps=100, verbose=False):
+    """:func:`minimal_norms` for each model and each norm, on the same images: which attack
+    comes closest to each model's decision boundary.
+
+    models: ``{label: (params, architecture name)}`` (as
+    :func:`scratchadv.demo.shallow_vs_deep_table` takes them), in table order; x: (N, 1, 28,
+    28) in [0, 1]; y: (N,) int64; norms: from "l2", "linf"; the other arguments are
+    :func:`minimal_norms`'s, the same ``seed`` for every model and norm. ``verbose``: one
+    line per model and norm. Returns a list of JSON-ready rows, model by model and norm by
+    norm: ``model`` and :func:`minimal_norms`'s dict, without the per-image ``sizes``.
+    """
+    if not isinstance(models, dict) or not models:
+        raise ValueError("models: expected a non-empty dict of label -> (params, architecture name), "
+                         f"got {models!r:.80}")
+    norms = [check_choice(n, "norms", ("linf", "l2")) for n in norms]
+    rows = []
+    for label, (params, arch_name) in models.items():
+        f = get_architecture(arch_name).predict
+        for norm in norms:
+            r = minimal_norms(params, x, y, predict_fn=f, norm=norm, attacks=attacks, seed=seed,
+                              search_steps=search_steps, pgd_steps=pgd_steps, cw_steps=cw_steps,
+                              cw_binary_steps=cw_binary_steps, fab_steps=fab_steps)
+            rows.append({"model": label, **{k: v for k, v in r.items() if k != "by_attack"},
+                         "by_attack": {a: {k: v for k, v in b.items() if k != "sizes"}
+                                       for a, b in r["by_attack"].items()}})
+            if verbose:
+                print(f"    {label}, {norm}: " + ", ".join(
+                    f"{a} {_median_text(b['median'])} ({b['flipped']}/{r['n_correct']} flipped)"
+                    for a, b in r["by_attack"].items()) + f"; smallest: {r.get('smallest')}", flush=True)
+    return rows
