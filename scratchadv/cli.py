@@ -597,6 +597,8 @@ def _run_attack(args):
         "--penalty": (args.penalty != "l1", ("penalty",)),
         "--loss": (args.loss != "ce", ("ascent", "penalty", "apgd")),
     }
+    if m == "cw" and args.norm == "l2":      # CW is an L2 attack: --norm l2 only says so
+        misplaced.pop("--norm")
     for name, (given, methods) in misplaced.items():
         if given and m not in methods:
             raise ValueError(f"{name}: not used by --method {m} (only by {', '.join(methods)})")

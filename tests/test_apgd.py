@@ -240,11 +240,19 @@ def test_apgd_t_counts_misclassification_and_targets_ranked_classes(params, data
     res = apgd_targeted(params, x, y, eps=0.3, steps=20)
     assert res.target is None and np.array_equal(res.success, res.pred != y)
     assert res.success.all()
-    # a given target is apgd on the targeted DLR loss
+    # a given target: apgd on the targeted DLR loss, then the targeted CE on the images left
     t = other_target(y)
+    rng = np.random.default_rng(1)
     a = apgd_targeted(params, x, y, eps=0.05, steps=10, target=t, rng=np.random.default_rng(1))
-    b = apgd(params, x, y, eps=0.05, steps=10, loss="dlr", target=t, rng=np.random.default_rng(1))
-    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    b = apgd(params, x, y, eps=0.05, steps=10, loss="dlr", target=t, rng=rng)
+    left = np.flatnonzero(~b.success)
+    assert 0 < len(left) < len(x)                      # both runs have work at this eps
+    c = apgd(params, x[left], y[left], eps=0.05, steps=10, loss="ce", target=t[left], rng=rng)
+    np.testing.assert_array_equal(a.x_adv[b.success], b.x_adv[b.success])
+    np.testing.assert_array_equal(a.x_adv[left], c.x_adv)
+    np.testing.assert_array_equal(a.success, a.pred == t)
+    assert a.success.sum() == b.success.sum() + c.success.sum()
+    assert a.loss_history.shape == b.loss_history.shape
 
 
 def test_more_steps_never_hurt_on_average(params, data):

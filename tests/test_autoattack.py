@@ -235,6 +235,7 @@ def test_bad_arguments(params, data, kw, match):
     ["--method", "deepfool", "--steps", "10"],
     ["--method", "deepfool", "--norm", "linf", "--steps", "10"],
     ["--method", "cw", "--steps", "20", "--binary-steps", "2"],
+    ["--method", "cw", "--norm", "l2", "--steps", "20", "--binary-steps", "2"],   # says what cw is
 ])
 def test_cli_runs_each_new_method(random_model_file, tmp_path, argv, capsys):
     import json
@@ -260,6 +261,7 @@ def test_cli_runs_each_new_method(random_model_file, tmp_path, argv, capsys):
     (["--method", "square", "--queries", "0"], "--queries"),
     (["--method", "deepfool", "--target", "3"], "--target"),
     (["--method", "pgd", "--binary-steps", "3"], "--binary-steps"),
+    (["--method", "cw", "--eps", "0.3"], "--eps"),
 ])
 def test_cli_refuses_options_of_other_methods(random_model_file, argv, flag, capsys):
     from scratchadv.cli import main
