@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Defenses experiment: six lecture CNNs, one table graded by AutoAttack.
+"""Defenses experiment: the lecture CNN under six defenses (and one variant), one table graded by AutoAttack.
 
     python scripts/defenses.py [--out runs/defenses] [--n 1000] [--only NAME,...] [--readme README.md]
     python scripts/defenses.py table [--out runs/defenses] [--readme README.md]
@@ -50,6 +50,8 @@ MODELS = [
     ("trades-eps0.1", "TRADES, eps 0.1", ["--defense", "trades", "--eps", "0.1"], [0.1, 0.3]),
     ("pgd-eps0.3", "PGD-trained, eps 0.3", ["--defense", "pgd", "--eps", "0.3"], [0.1, 0.3]),
     ("trades-eps0.3", "TRADES, eps 0.3", ["--defense", "trades", "--eps", "0.3"], [0.1, 0.3]),
+    ("pgd-eps0.3-steps10", "PGD-trained, eps 0.3, 10 steps",
+     ["--defense", "pgd", "--eps", "0.3", "--pgd-steps", "10"], [0.1, 0.3]),
 ]
 ATTACKS = "fgsm,pgd,autoattack"
 MARK_BEGIN, MARK_END = "<!-- defenses-table -->", "<!-- /defenses-table -->"
@@ -78,6 +80,8 @@ def _same_model(path, options, args):
             "defense": options[options.index("--defense") + 1] if "--defense" in options else "none"}
     if "--eps" in options:
         want["eps"] = float(options[options.index("--eps") + 1])
+    if "--pgd-steps" in options:
+        want["pgd_steps"] = int(options[options.index("--pgd-steps") + 1])
     return all(c.get(k) == v for k, v in want.items())
 
 

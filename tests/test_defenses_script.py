@@ -23,7 +23,8 @@ def _report(clean=0.99, sanity_ok=True):
 
 def test_every_model_is_a_train_command_and_is_evaluated_at_01_and_03():
     names = [m[0] for m in ds.MODELS]
-    assert names == ["natural", "pgd-eps0.1", "gradreg", "trades-eps0.1", "pgd-eps0.3", "trades-eps0.3"]
+    assert names[:6] == ["natural", "pgd-eps0.1", "gradreg", "trades-eps0.1", "pgd-eps0.3", "trades-eps0.3"]
+    assert len(set(names)) == len(names)
     for name, _, options, eps in ds.MODELS:
         assert {0.1, 0.3} <= set(eps)
         cmd = ds.train_command(options, argparse.Namespace(epochs=10, seed=0), f"out/{name}.npz")
@@ -59,6 +60,7 @@ def test_a_model_file_is_reused_only_if_its_command_made_it(tmp_path):
     assert not ds._same_model(str(path), ["--defense", "pgd", "--eps", "0.1"], args)
     assert not ds._same_model(str(path), options, argparse.Namespace(epochs=2, seed=0))
     assert not ds._same_model(str(path), [], args)
+    assert not ds._same_model(str(path), options + ["--pgd-steps", "10"], args)    # a variant of it
 
 
 def test_only_names_unknown_models():
