@@ -9,7 +9,8 @@ import json
 import os
 import tempfile
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "check_writable"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "check_writable",
+           "marked_block", "replace_marked_block", "write_marked_block"]
 
 
 @contextlib.contextmanager
@@ -78,3 +79,28 @@ def check_writable(path, name="path"):
             os.unlink(tmp)
     except OSError as e:
         raise ValueError(f"{name}: cannot write to {path!r} ({e.strerror or e})") from None
+
+
+def _marker_span(text, begin, end, where):
+    if begin not in text or end not in text or text.index(begin) > text.index(end):
+        raise ValueError(f"{where}: expected the markers {begin} and {end}, in that order")
+    return text.index(begin) + len(begin), text.index(end)
+
+
+def marked_block(text, begin, end, where="text"):
+    """The text between the markers ``begin`` and ``end`` (without the newline after begin)."""
+    a, b = _marker_span(text, begin, end, where)
+    return text[a:b].lstrip("\n")
+
+
+def replace_marked_block(text, begin, end, block, where="text"):
+    """``text`` with the part between the markers replaced by ``block`` (its own lines)."""
+    a, b = _marker_span(text, begin, end, where)
+    return text[:a] + "\n" + block + text[b:]
+
+
+def write_marked_block(path, begin, end, block):
+    """Replace the block between the markers in the file at ``path``, atomically."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    atomic_write_bytes(path, replace_marked_block(text, begin, end, block, where=path).encode())

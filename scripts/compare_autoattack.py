@@ -155,13 +155,8 @@ def write_table(paths, readme=None):
     table = format_table(merge(results))
     print(table)
     if readme:
-        from scratchadv.fileio import atomic_write
-        text = open(readme, encoding="utf-8").read()
-        if MARK_BEGIN not in text or MARK_END not in text:
-            raise ValueError(f"{readme}: expected the markers {MARK_BEGIN} and {MARK_END}")
-        i = text.index(MARK_BEGIN) + len(MARK_BEGIN)
-        with atomic_write(readme) as fh:
-            fh.write((text[:i] + "\n" + table + text[text.index(MARK_END):]).encode())
+        from scratchadv.fileio import write_marked_block
+        write_marked_block(readme, MARK_BEGIN, MARK_END, table)
         print(f"{readme}: AutoAttack table replaced")
     return table
 

@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from scratchadv.cache import cached_fit, default_cache_dir  # noqa: E402
 from scratchadv.cli import main as cli              # noqa: E402
 from scratchadv.data import load_mnist              # noqa: E402
-from scratchadv.fileio import atomic_write, atomic_write_json  # noqa: E402
+from scratchadv.fileio import (atomic_write, atomic_write_json, replace_marked_block,  # noqa: E402
+                               write_marked_block)
 
 #: (name, label, `scratchadv train` options, eps evaluated); every model 10 epochs, seed 0
 MODELS = [
@@ -76,13 +77,10 @@ def _same_model(path, options, args):
         return False
     _, meta = load_model(path)
     c = meta.get("config", {})
-    want = {"epochs": args.epochs, "seed": args.seed,
-            "defense": options[options.index("--defense") + 1] if "--defense" in options else "none"}
-    if "--eps" in options:
-        want["eps"] = float(options[options.index("--eps") + 1])
-    if "--pgd-steps" in options:
-        want["pgd_steps"] = int(options[options.index("--pgd-steps") + 1])
-    return all(c.get(k) == v for k, v in want.items())
+    want = {"epochs": args.epochs, "seed": args.seed, "defense": "none"}
+    for flag, value in zip(options[::2], options[1::2]):     # "--pgd-steps 10" -> pgd_steps: "10"
+        want[flag[2:].replace("-", "_")] = value
+    return all(str(c.get(k)) == str(v) for k, v in want.items())
 
 
 def train(model, args, timings):
@@ -129,12 +127,13 @@ def evaluate(model, path, args, timings):
     return folder
 
 
-def summarize(model, report):
-    """The table's numbers of one model's report (accuracies as fractions)."""
+def summarize(model, report, epochs=10, seed=0):
+    """The table's numbers of one model's report (accuracies as fractions); ``epochs`` and
+    ``seed``: those of its training command."""
     name, label, options, _ = model
     out = {"name": name, "label": label, "options": " ".join(options),
            "command": " ".join(["scratchadv", *train_command(
-               options, argparse.Namespace(epochs=10, seed=0), f"runs/defenses/{name}.npz")[:-1]]),
+               options, argparse.Namespace(epochs=epochs, seed=seed), f"runs/defenses/{name}.npz")[:-1]]),
            "n": report["n"], "clean": report["clean_accuracy"],
         "sanity_passed": all(c["passed"] for c in report["sanity"]),
         "sanity_failed": [c["name"] for c in report["sanity"] if not c["passed"]], "eps": {}}
@@ -178,10 +177,7 @@ def format_table(rows):
 
 def replace_block(text, block):
     """``text`` with the part between the defenses-table markers replaced by ``block``."""
-    if MARK_BEGIN not in text or MARK_END not in text:
-        raise ValueError(f"README: expected the markers {MARK_BEGIN} and {MARK_END}")
-    a = text.index(MARK_BEGIN) + len(MARK_BEGIN)
-    return text[:a] + "\n" + block + text[text.index(MARK_END):]
+    return replace_marked_block(text, MARK_BEGIN, MARK_END, block, where="README")
 
 
 def write_table(args, models):
@@ -190,16 +186,14 @@ def write_table(args, models):
     for m in models:
         folder = os.path.join(args.out, "report", m[0])
         if os.path.exists(os.path.join(folder, "report.json")):
-            rows.append(summarize(m, load_report(folder)))
+            rows.append(summarize(m, load_report(folder), args.epochs, args.seed))
     table = format_table(rows)
     atomic_write_json(os.path.join(args.out, "defenses.json"), rows)
     with atomic_write(os.path.join(args.out, "defenses.md")) as fh:
         fh.write(table.encode())
     print(table)
     if args.readme:
-        text = open(args.readme, encoding="utf-8").read()
-        with atomic_write(args.readme) as fh:
-            fh.write(replace_block(text, table).encode())
+        write_marked_block(args.readme, MARK_BEGIN, MARK_END, table)
         print(f"{args.readme}: defenses table replaced", flush=True)
 
 

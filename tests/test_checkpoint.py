@@ -179,3 +179,17 @@ def test_bad_parameters_are_refused_by_the_one_checker_with_the_file_named(tmp_p
             save_model(tmp_path / "m.npz", bad)
         assert str(tmp_path / "m.npz") in str(e.value)
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_marked_blocks_are_read_and_replaced_in_place(tmp_path):
+    from scratchadv.fileio import marked_block, replace_marked_block, write_marked_block
+    text = "a\n<!-- t -->\nold\n<!-- /t -->\nb\n"
+    assert marked_block(text, "<!-- t -->", "<!-- /t -->") == "old\n"
+    assert replace_marked_block(text, "<!-- t -->", "<!-- /t -->", "new\n") == "a\n<!-- t -->\nnew\n<!-- /t -->\nb\n"
+    path = tmp_path / "R.md"
+    path.write_text(text)
+    write_marked_block(str(path), "<!-- t -->", "<!-- /t -->", "x\ny\n")
+    assert marked_block(path.read_text(), "<!-- t -->", "<!-- /t -->") == "x\ny\n"
+    for bad in ("no markers", "<!-- /t -->\n<!-- t -->\n"):          # missing, or in the wrong order
+        with pytest.raises(ValueError, match="markers"):
+            replace_marked_block(bad, "<!-- t -->", "<!-- /t -->", "new\n", where=str(path))

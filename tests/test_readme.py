@@ -40,11 +40,6 @@ def test_readme_snippets_run(capsys):
     assert "P(3 | fake image)" in out
 
 
-def _block(text, begin, end):
-    assert begin in text and end in text, f"README: the markers {begin} ... {end} are missing"
-    return text[text.index(begin) + len(begin):text.index(end)].lstrip("\n")
-
-
 def test_readme_robustness_tables_are_the_committed_results():
     """The AutoAttack comparison and the defenses table are regenerated from the JSON the
     scripts wrote (kept in results/), never typed: formatting them again gives the README's."""
@@ -52,17 +47,18 @@ def test_readme_robustness_tables_are_the_committed_results():
     import json
 
     from conftest import load_script
+    from scratchadv.fileio import marked_block
     root = os.path.dirname(README)
     text = open(README, encoding="utf-8").read()
     ds, ca = load_script("defenses"), load_script("compare_autoattack")
     with open(os.path.join(root, "results", "defenses.json"), encoding="utf-8") as f:
         rows = json.load(f)
     assert [r["name"] for r in rows] == [m[0] for m in ds.MODELS]
-    assert _block(text, ds.MARK_BEGIN, ds.MARK_END) == ds.format_table(rows)
+    assert marked_block(text, ds.MARK_BEGIN, ds.MARK_END, "README") == ds.format_table(rows)
     runs = []
     for p in sorted(glob.glob(os.path.join(root, "results", "autoattack", "*.json"))):
         with open(p, encoding="utf-8") as f:
             runs.append(json.load(f))
     merged = ca.merge(runs)
     assert all("ours" in m and "theirs" in m and m["n"] == 1000 for m in merged.values())
-    assert _block(text, ca.MARK_BEGIN, ca.MARK_END) == ca.format_table(merged)
+    assert marked_block(text, ca.MARK_BEGIN, ca.MARK_END, "README") == ca.format_table(merged)
