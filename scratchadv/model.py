@@ -239,6 +239,14 @@ class Architecture:
     def __call__(self, params, x):
         return self.predict(params, x)
 
+    def __reduce__(self):
+        # a registered architecture pickles by name (its predict function is a closure);
+        # another process unpickles the same object from its own registry
+        if ARCHITECTURES.get(self.name) is self:
+            return get_architecture, (self.name,)
+        raise TypeError(f"Architecture {self.name!r} is not registered in ARCHITECTURES, so it "
+                        "cannot be sent to another process")
+
     def layer_shapes(self):
         """[(layer, input shape, output shape)] per example, see :func:`layer_shapes`."""
         return layer_shapes(self.layers, self.input_shape)

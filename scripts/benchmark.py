@@ -16,13 +16,15 @@ train epoch           ``train.fit(epochs=1, verbose=False)``  vs the same loop i
                                                                accuracy read back every batch
 pgd                   ``attacks.pgd`` Linf eps 0.3, 40 steps  vs the same algorithm in PyTorch
                       of 0.01, random start, 1000-image       (random start, sign steps, projection,
-                      chunks, on the test images              per-image best iterate, final forward)
+                      chunks, on the test images; at N        per-image best iterate, final forward)
+                      threads ``workers=N``
 autoattack            ``attacks.autoattack`` standard, Linf   vs the original AutoAttack
                       eps 0.1, first ``--aa-n`` (200) test    (``pyautoattack==0.2.0``, standard
                       images of ``--aa-model`` (the PGD-      version) on the model's PyTorch twin,
                       trained model: almost every image       same images, same threads
                       stays robust, so all four attacks run
-                      in full)
+                      in full); at N threads ``workers=N``
+                      (N processes of one BLAS thread)
 ====================  =====================================================================
 
 Each figure is the median of ``--repeats`` timed runs after one warm-up run; the two
@@ -343,7 +345,8 @@ def autoattack_row(args, x_test, y_test, torch):
     acc = {}
 
     def ours():
-        res = autoattack(params, x, y, eps=0.1, norm="linf", seed=args.seed, predict_fn=arch.predict)
+        res = autoattack(params, x, y, eps=0.1, norm="linf", seed=args.seed, predict_fn=arch.predict,
+                         workers=args.threads)
         acc["scratchadv"] = float(onp.mean(predict_batched(params, res.x_adv, predict_fn=arch.predict)
                                            .argmax(1) == y))
 
@@ -527,7 +530,8 @@ def main(argv=None):
 
         def ours_pgd():
             res = pgd(params, xp, yp, eps=0.3, steps=40, step_size=0.01, norm="linf",
-                      random_start=True, restarts=1, rng=onp.random.default_rng(args.seed))
+                      random_start=True, restarts=1, rng=onp.random.default_rng(args.seed),
+                      workers=args.threads)
             acc["scratchadv"] = float(onp.mean(~res.success))
 
         fns = {"scratchadv": ours_pgd}

@@ -262,6 +262,8 @@ def test_cli_runs_each_new_method(random_model_file, tmp_path, argv, capsys):
     (["--method", "deepfool", "--target", "3"], "--target"),
     (["--method", "pgd", "--binary-steps", "3"], "--binary-steps"),
     (["--method", "cw", "--eps", "0.3"], "--eps"),
+    (["--method", "pgd", "--workers", "2"], "--workers"),
+    (["--method", "autoattack", "--workers", "0"], "--workers"),
 ])
 def test_cli_refuses_options_of_other_methods(random_model_file, argv, flag, capsys):
     from scratchadv.cli import main

@@ -28,6 +28,13 @@ from ``numpy.random.default_rng([seed, k, b])``. So every batch's result depends
 its own images and position, and a long run written to ``state_path`` (atomically, after
 every batch) and continued with ``resume=True`` after any interruption, SIGKILL included,
 ends with exactly the result of an uninterrupted run.
+
+**Workers.** ``workers=W > 1`` runs the attacks in W processes (:mod:`scratchadv.parallel`,
+one BLAS thread each): every batch is cut into W even parts, part ``i`` drawing from
+``default_rng([seed, k, b, i])``, and the parts run side by side. The per-image result
+then depends on W (as PyTorch's depends on its thread count): bit-identical for a given W,
+and W is part of the resumable state's settings. Each attack still runs only on the
+points left robust by the previous one, and the state is saved after every whole batch.
 """
 import os
 import time
@@ -39,6 +46,7 @@ from ..checkpoint import CheckpointError, read_npz, write_npz
 from ..data import data_fingerprint
 from ..model import predict, predict_batched
 from ..ops import per_example_cross_entropy
+from ..parallel import Workers, check_workers, portable, split_evenly
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_names
 from .apgd import apgd, apgd_targeted
@@ -79,6 +87,27 @@ def _square(params, x, y, eps, norm, rng, predict_fn):
 
 #: name -> attack(params, x, y, eps, norm, rng, predict_fn) -> AttackResult
 COMPONENTS = {"apgd-ce": _apgd_ce, "apgd-t": _apgd_t, "fab-t": _fab_t, "square": _square}
+
+
+def _parts(j, seed, k, b, workers):
+    """Batch b of attack k as [(indices, rng key)]: whole with one worker, else cut into
+    ``workers`` even parts (part i draws from ``default_rng([seed, k, b, i])``)."""
+    if workers == 1:
+        return [(j, (seed, k, b))]
+    return [(part, (seed, k, b, i)) for i, part in enumerate(split_evenly(j, workers))]
+
+
+def _attack_part(shared, name, j, key):
+    """Run attack ``name`` on images ``j`` (a worker's task): which it turned, their images
+    and steps (labels re-computed from the logits), and the seconds it took."""
+    t = time.perf_counter()
+    x, y, predict_fn = shared["x"][j], shared["y"][j], shared["predict_fn"]
+    res = shared["table"][name](shared["params"], x, y, shared["eps"], shared["norm"],
+                                onp.random.default_rng(list(key)), predict_fn)
+    # an attack returns points of ball ∩ [0, 1]; checked again at the end
+    turned = predict_batched(shared["params"], res.x_adv, shared["batch_size"],
+                             predict_fn).argmax(1) != y
+    return turned, res.x_adv[turned], res.steps[turned], time.perf_counter() - t
 
 
 class _State:
@@ -138,7 +167,7 @@ def _closing_check(x_adv, x, norm, eps, robust, labels, y):
 
 def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, predict_fn=predict,
                batch_size=500, state_path=None, resume=False, square_tolerance=SQUARE_TOLERANCE,
-               components=None, verbose=False):
+               components=None, workers=1, verbose=False):
     """AutoAttack (standard version) on (x, y): the per-image worst case of its attacks.
 
     x: (N, 1, 28, 28) float32/64 in [0, 1]; y: (N,) int64; eps: the radius (Linf, or L2
@@ -149,7 +178,9 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
     ``CheckpointError``). ``components``: {name: attack(params, x, y, eps, norm, rng,
     predict_fn) -> AttackResult} replacing entries of :data:`COMPONENTS` (e.g. fewer
     iterations for a quick look; the result is then not the standard AutoAttack, and the
-    names replaced are recorded in ``details["replaced"]``). ``verbose``: a progress bar.
+    names replaced are recorded in ``details["replaced"]``). ``workers``: processes to run
+    the attacks in (module notes; the functions of ``components`` must then be defined at
+    a module's top level, so that they pickle). ``verbose``: a progress bar.
 
     Returns an :class:`AttackResult` (untargeted: ``success`` = not robust; ``steps``: those
     of the attack that turned the image, 0 if none did) whose ``details`` hold ``robust_accuracy`` (final), ``clean_accuracy``, ``after`` (robust
@@ -171,13 +202,15 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
     attacks = tuple(check_names(attacks, "attacks", table, what="attack", unique=True))
     seed = check_int(seed, "seed", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
+    workers = check_workers(workers)
     square_tolerance = check_float(square_tolerance, "square_tolerance", minimum=0)
     if resume and state_path is None:
         raise ValueError("resume: needs state_path (the state file to continue from)")
     config = {"eps": eps, "norm": norm, "attacks": list(attacks), "seed": seed,
               "batch_size": batch_size, "n": int(len(x)), "data": data_fingerprint(x, y),
               "dtype": str(x.dtype), "version": __version__,
-              "replaced": sorted(components or {})}
+              "replaced": sorted(components or {}),
+              "workers": workers}    # the batches are cut by the worker count (module notes)
 
     t0 = time.perf_counter()
     logits0 = predict_batched(params, x, batch_size, predict_fn)
@@ -190,34 +223,37 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
             st.save(state_path, config)
     bar = Progress(total=len(attacks), desc=f"autoattack {norm} eps={eps:g}", enable=verbose) \
         if verbose else None
+    shared = {"params": params, "x": x, "y": y, "eps": eps, "norm": norm, "batch_size": batch_size,
+              "predict_fn": portable(predict_fn), "table": {a: table[a] for a in attacks}}
     try:
-        while st.k < len(attacks):
-            name = attacks[st.k]
-            if bar is not None:
-                bar.set_postfix(attack=name, robust=int(st.robust.sum()))
-            n_batches = -(-len(st.todo) // batch_size)
-            while st.b < n_batches:
-                t1 = time.perf_counter()
-                j = st.todo[st.b * batch_size:(st.b + 1) * batch_size]     # all still robust
-                rng = onp.random.default_rng([seed, st.k, st.b])
-                res = table[name](params, x[j], y[j], eps, norm, rng, predict_fn)
-                turned = predict_batched(params, res.x_adv, batch_size, predict_fn).argmax(1) != y[j]
-                # an attack returns points of ball ∩ [0, 1]; checked again at the end
-                st.robust[j[turned]] = False
-                st.x_adv[j[turned]] = res.x_adv[turned]
-                st.fooled_by[j[turned]] = st.k
-                st.steps[j[turned]] = res.steps[turned]
-                st.b += 1
-                st.seconds[name] = st.seconds.get(name, 0.0) + time.perf_counter() - t1
+        with Workers(workers, shared) as pool:
+            while st.k < len(attacks):
+                name = attacks[st.k]
+                if bar is not None:
+                    bar.set_postfix(attack=name, robust=int(st.robust.sum()))
+                n_batches = -(-len(st.todo) // batch_size)
+                tasks = [(name, j, key) for b in range(st.b, n_batches)
+                         for j, key in _parts(st.todo[b * batch_size:(b + 1) * batch_size],
+                                              seed, st.k, b, workers)]
+                for i, (turned, x_turned, steps_turned, seconds) in \
+                        enumerate(pool.map(_attack_part, tasks)):
+                    _, j, key = tasks[i]
+                    st.robust[j[turned]] = False
+                    st.x_adv[j[turned]] = x_turned
+                    st.fooled_by[j[turned]] = st.k
+                    st.steps[j[turned]] = steps_turned
+                    st.seconds[name] = st.seconds.get(name, 0.0) + seconds
+                    if i + 1 == len(tasks) or tasks[i + 1][2][2] != key[2]:
+                        st.b = key[2] + 1          # batch done: all its parts are in
+                        if state_path is not None:
+                            st.save(state_path, config)
+                st.after[name] = float(st.robust.mean())
+                st.k, st.b = st.k + 1, 0
+                st.todo = onp.flatnonzero(st.robust)
                 if state_path is not None:
                     st.save(state_path, config)
-            st.after[name] = float(st.robust.mean())
-            st.k, st.b = st.k + 1, 0
-            st.todo = onp.flatnonzero(st.robust)
-            if state_path is not None:
-                st.save(state_path, config)
-            if bar is not None:
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as onp
 
 from ..model import predict
+from ..parallel import Workers, check_workers, portable
 from ..progress import Progress
 from ..validate import check_float, check_images, check_int, check_labels, check_target, check_flag
 from .geometry import Norm, default_step_size, get_norm, per_image
@@ -156,7 +157,7 @@ def fgsm(params, x, y, *, eps, norm="linf", target=None, rng=None, predict_fn=pr
 
 def pgd(params, x, y, *, eps, steps=40, step_size=0.01, norm="linf", random_start=True,
         restarts=1, target=None, rng=None, predict_fn=predict, verbose=False,
-        keep_best=True, early_stop=False, batch_size=1000):
+        keep_best=True, early_stop=False, batch_size=1000, workers=1):
     """Projected gradient descent on the loss (Madry et al. 2018); BIM when random_start=False.
 
     Each of ``restarts`` runs starts at x plus a uniform random point of the eps-ball
@@ -180,7 +181,9 @@ def pgd(params, x, y, *, eps, steps=40, step_size=0.01, norm="linf", random_star
     Success, and so robust accuracy, is the same as without it, at a fraction of the
     cost when most images fall early; the returned images are then the first successful
     ones rather than the ones of highest loss. Images are processed in chunks of
-    ``batch_size`` (memory only: results do not depend on it). ``verbose`` shows a
+    ``batch_size`` (memory only: results do not depend on it). ``workers``: processes the
+    chunks run in (:mod:`scratchadv.parallel`); the random starts are drawn here, chunk
+    after chunk, so the result does not depend on it either. ``verbose`` shows a
     progress bar. -> :class:`AttackResult`.
     """
     check_model(params, predict_fn)
@@ -206,18 +209,39 @@ def pgd(params, x, y, *, eps, steps=40, step_size=0.01, norm="linf", random_star
     parts = []
     bar = Progress(total=n * runs * steps, desc=f"pgd {geometry.name} eps={eps:g}",
                    enable=verbose) if verbose else None
+    workers = check_workers(workers)
     try:
-        for i in range(0, n, batch_size):
-            xs = x[i:i + batch_size]
-            c = len(xs)
-            start = geometry.draw_start(rng, c, runs, x.dtype) if random_start else None
-            parts.append(_pgd_core(params, xs, labels[i:i + batch_size], onp.full(c, eps),
-                                   onp.full(c, step_size), start, run, bar))
+        if workers == 1:            # chunk after chunk, each start drawn when its chunk runs
+            for i in range(0, n, batch_size):
+                xs = x[i:i + batch_size]
+                c = len(xs)
+                start = geometry.draw_start(rng, c, runs, x.dtype) if random_start else None
+                parts.append(_pgd_core(params, xs, labels[i:i + batch_size], onp.full(c, eps),
+                                       onp.full(c, step_size), start, run, bar))
+        else:                       # the same starts, drawn first; the chunks side by side
+            tasks = [(i, min(n, i + batch_size) - i, geometry.draw_start(
+                rng, min(n, i + batch_size) - i, runs, x.dtype) if random_start else None)
+                     for i in range(0, n, batch_size)]
+            shared = {"params": params, "x": x, "labels": labels, "eps": eps, "step_size": step_size,
+                      "run": (norm, steps, t is not None, keep_best, early_stop, portable(predict_fn))}
+            with Workers(workers, shared) as pool:
+                for (_, c, _), part in zip(tasks, pool.map(_pgd_chunk, tasks)):
+                    parts.append(part)
+                    if bar is not None:
+                        bar.update(c * runs * steps)
     finally:
         if bar is not None:
             bar.close()
     return build_result(x, concat_parts(parts), onp.full(n, eps), t,
                         loss_history=empty_history(n))
+
+
+def _pgd_chunk(shared, i, c, start):
+    """Images i .. i+c-1 of a :func:`pgd` call (a worker's task) -> their ``best`` dict."""
+    norm, steps, targeted, keep_best, early_stop, predict_fn = shared["run"]
+    run = _Run(get_norm(norm), steps, targeted, keep_best, early_stop, predict_fn)
+    return _pgd_core(shared["params"], shared["x"][i:i + c], shared["labels"][i:i + c],
+                     onp.full(c, shared["eps"]), onp.full(c, shared["step_size"]), start, run)
 
 
 def minimal_perturbation(params, x, y, *, norm="linf", max_eps=None, search_steps=10,

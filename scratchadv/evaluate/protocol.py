@@ -33,6 +33,7 @@ from ..data import data_fingerprint
 from ..fileio import atomic_write_json
 from ..losses import input_gradient
 from ..model import predict
+from ..parallel import Workers, check_workers, portable, split_evenly
 from ..progress import Progress
 from ..validate import check_images, check_labels, check_int, check_float, check_names
 from .report import mask_string, parse_mask
@@ -106,7 +107,7 @@ def _run_one(name, params, x, y, *, eps, steps, rng, predict_fn, l2_scale):
 
 
 def _autoattack_correct(params, x, y, correct, *, eps, seed, key, predict_fn, batch_size,
-                        state_path, resume):
+                        state_path, resume, workers=1):
     """AutoAttack on the samples correct clean -> (correct (N,) bool, the ensemble's details)."""
     idx = onp.flatnonzero(correct)
     if not len(idx):
@@ -114,7 +115,7 @@ def _autoattack_correct(params, x, y, correct, *, eps, seed, key, predict_fn, ba
     aa_seed = int(onp.random.default_rng([seed, *key]).integers(2 ** 31))
     res = autoattack(params, x[idx], y[idx], eps=eps, norm="linf", seed=aa_seed,
                      predict_fn=predict_fn, batch_size=batch_size, state_path=state_path,
-                     resume=resume)
+                     resume=resume, workers=workers)
     _check_ball(res.x_adv, x[idx], "linf", eps, "autoattack")
     out = correct.copy()
     out[idx] = _predict_labels(params, res.x_adv, predict_fn, batch_size) == y[idx]
@@ -128,7 +129,7 @@ def _autoattack_correct(params, x, y, correct, *, eps, seed, key, predict_fn, ba
 
 def attack_correct(name, params, x, y, *, eps, steps=40, restarts=1, seed=0, key=(0, 0),
                    predict_fn=predict, batch_size=500, l2_scale=L2_SCALE, bar=None,
-                   state_path=None, resume=False, details=None):
+                   state_path=None, resume=False, details=None, workers=1):
     """Which samples stay correct under every restart of attack ``name`` at ``eps``.
 
     Restart r runs only on the samples no earlier restart has fooled: the result is the
@@ -149,7 +150,7 @@ def attack_correct(name, params, x, y, *, eps, steps=40, restarts=1, seed=0, key
     if name == "autoattack":
         correct, d = _autoattack_correct(params, x, y, correct, eps=eps, seed=seed, key=key,
                                          predict_fn=predict_fn, batch_size=batch_size,
-                                         state_path=state_path, resume=resume)
+                                         state_path=state_path, resume=resume, workers=workers)
         if details is not None and d is not None:
             details.update(d)
         if bar is not None:
@@ -157,23 +158,39 @@ def attack_correct(name, params, x, y, *, eps, steps=40, restarts=1, seed=0, key
         return correct, correct.copy()
     runs = restarts if ATTACKS[name][1] else 1
     after_first = None
-    for r in range(runs):
-        idx = onp.flatnonzero(correct)
-        rng = onp.random.default_rng([seed, *key, r])
-        for i in range(0, len(idx), batch_size):
-            j = idx[i:i + batch_size]
-            xa = _run_one(name, params, x[j], y[j], eps=eps, steps=steps, rng=rng,
-                          predict_fn=predict_fn, l2_scale=l2_scale)
-            correct[j] = _predict_labels(params, xa, predict_fn, batch_size) == y[j]
-        if r == 0:
-            after_first = correct.copy()
-        if bar is not None:
-            bar.update(1)
-        if not correct.any():
+    shared = {"params": params, "x": x, "y": y, "name": name, "eps": eps, "steps": steps,
+              "predict_fn": portable(predict_fn), "l2_scale": l2_scale, "batch_size": batch_size}
+    with Workers(workers, shared) as pool:
+        for r in range(runs):
+            idx = onp.flatnonzero(correct)
+            if workers == 1:        # one generator for the restart, drawn batch after batch
+                rng = onp.random.default_rng([seed, *key, r])
+                for i in range(0, len(idx), batch_size):
+                    j = idx[i:i + batch_size]
+                    correct[j] = _attack_part(shared, j, rng)
+            else:                   # each batch cut into `workers` parts, one generator each
+                tasks = [(j, onp.random.default_rng([seed, *key, r, b, p]))
+                         for b, i in enumerate(range(0, len(idx), batch_size))
+                         for p, j in enumerate(split_evenly(idx[i:i + batch_size], workers))]
+                for (j, _), still in zip(tasks, pool.map(_attack_part, tasks)):
+                    correct[j] = still
+            if r == 0:
+                after_first = correct.copy()
             if bar is not None:
-                bar.update(runs - r - 1)
-            break
+                bar.update(1)
+            if not correct.any():
+                if bar is not None:
+                    bar.update(runs - r - 1)
+                break
     return correct, after_first
+
+
+def _attack_part(shared, j, rng):
+    """One run of the attack on samples j (a worker's task) -> which stay correct."""
+    params, predict_fn, y = shared["params"], shared["predict_fn"], shared["y"][j]
+    xa = _run_one(shared["name"], params, shared["x"][j], y, eps=shared["eps"],
+                  steps=shared["steps"], rng=rng, predict_fn=predict_fn, l2_scale=shared["l2_scale"])
+    return _predict_labels(params, xa, predict_fn, shared["batch_size"]) == y
 
 
 def noise_correct(params, x, y, *, eps, rng, predict_fn=predict, batch_size=500):
@@ -199,7 +216,7 @@ def zero_gradient_fraction(params, x, y, predict_fn=predict, batch_size=500):
 def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
                    attacks=None, steps=40, restarts=5, seed=0, suite="pgd",
                    batch_size=500, l2_scale=L2_SCALE, checks=True, verbose=True, name="model",
-                   state_dir=None, resume=False):
+                   state_dir=None, resume=False, workers=1):
     """Accuracy against eps for each attack, the per-sample worst case, and sanity checks.
 
     x: (N, 1, 28, 28) float in [0, 1]; y: (N,) int64. ``eps_list``: Linf radii in pixel
@@ -212,6 +229,9 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     (:func:`~scratchadv.evaluate.checks.sanity_checks`). ``suite``: "pgd" or "autoattack"
     (module notes); ``attacks``: the attack names to run instead of the suite's.
     ``state_dir``: a folder for the resumable state (module notes); ``resume``: continue.
+    ``workers``: processes the attacks run in (:mod:`scratchadv.parallel`): each batch is cut
+    into that many parts with a generator each, so results are bit-identical for a given
+    ``workers`` (and with ``workers=1``, the same as before workers existed).
     """
     if suite not in SUITES:
         raise ValueError(f"suite: expected one of {sorted(SUITES)}, got {suite!r}")
@@ -225,6 +245,7 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     restarts = check_int(restarts, "restarts", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
+    workers = check_workers(workers)
     attacks = check_names(attacks, "attacks", ATTACKS, what="attack")
     eps_list = sorted({check_float(e, "eps", minimum=0, maximum=1) for e in eps_list}
                       | ({FINAL_EPS} if checks else set()) | {0.0})
@@ -234,7 +255,8 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
     bar = Progress(total=runs_per_eps * (len(eps_list) - 1), desc=f"evaluate {name}", enable=verbose)
     done = _load_done(state_dir, resume, {"eps": eps_list, "attacks": list(attacks), "steps": steps,
                                           "restarts": restarts, "seed": seed, "n": int(len(x)),
-                                          "l2_scale": float(l2_scale), "data": data_fingerprint(x, y)})
+                                          "l2_scale": float(l2_scale), "data": data_fingerprint(x, y),
+                                          "workers": workers})
     rows, first = [], {}
     for ei, eps in enumerate(eps_list):
         correct, aa = {}, {}
@@ -254,7 +276,7 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
                 predict_fn=predict_fn, batch_size=batch_size, l2_scale=l2_scale,
                 bar=bar if eps > 0 else None, details=details,
                 state_path=None if state_dir is None else os.path.join(state_dir, f"autoattack-eps{ei}.npz"),
-                resume=resume)
+                resume=resume, workers=workers)
             aa.update(details)
             done["finished"][key] = {"correct": mask_string(correct[a]),
                                      "first": mask_string(first[(ei, a)]), "details": details}
@@ -278,13 +300,13 @@ def evaluate_model(params, x, y, *, predict_fn=predict, eps_list=DEFAULT_EPS,
         "name": name, "n": int(len(x)), "clean_accuracy": float(clean.mean()), "suite": suite,
         "attacks": attacks, "eps": eps_list, "steps": steps, "restarts": restarts,
         "step_size_rule": "2.5*radius/steps", "l2_scale": float(l2_scale), "seed": seed,
-        "results": rows,
+        "workers": workers, "results": rows,
     }
     if checks:
         # imported here: checks.py reads this module's attack table, imports stay one-way
         from .checks import sanity_checks
         report["doubled_steps"] = _doubled_steps(params, x, y, report, steps, seed, predict_fn,
-                                                 batch_size, l2_scale, first)
+                                                 batch_size, l2_scale, first, workers)
         report["zero_gradient_fraction"] = zero_gradient_fraction(params, x, y, predict_fn, batch_size)
         report["sanity"] = sanity_checks(report)
     report["seconds"] = time.perf_counter() - t0
@@ -315,7 +337,8 @@ def _save_done(state_dir, done):
         atomic_write_json(os.path.join(state_dir, "evaluation.json"), done)
 
 
-def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2_scale, first):
+def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2_scale, first,
+                   workers=1):
     """PGD with 2*steps (one restart) at the eps where PGD's accuracy is nearest 50%.
 
     That is where extra steps could change most; one restart from the same random
@@ -335,7 +358,7 @@ def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2
     # same key as restart 0 of the main run: the same random starts, only the steps differ
     doubled, _ = attack_correct(a, params, x, y, eps=eps, steps=2 * steps, restarts=1, seed=seed,
                                 key=(ei, ai), predict_fn=predict_fn, batch_size=batch_size,
-                                l2_scale=l2_scale)
+                                l2_scale=l2_scale, workers=workers)
     return {"attack": a, "eps": eps, "steps": steps,
             "accuracy": float(first[(ei, a)].mean()), "doubled_accuracy": float(doubled.mean())}
 

@@ -1,0 +1,139 @@
+"""Independent pieces of work spread over worker processes, one BLAS thread each.
+
+NumPy runs its element-wise passes (im2col copies, pooling, ReLU masks) on one core
+whatever the BLAS thread count, and the attacks' small batches give BLAS little to
+split; so a second core helps most when each core takes its own images. An evaluation
+is per-image independent, which makes that easy: :class:`Workers` runs a task function
+over a list of tasks in ``workers`` processes and returns the results in task order.
+
+- ``workers=1`` runs every task here, in this process, with no pool and no pickling.
+- ``workers>1`` starts that many processes (the ``spawn`` method, the same on every
+  platform and safe with a BLAS thread pool in the parent), each with
+  ``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1`` set before NumPy loads in
+  it, so ``workers`` processes use ``workers`` cores. What every task needs (weights,
+  images) is sent once, when the workers start; a task carries only its indices.
+- The task function is called as ``fn(shared, *task)`` in both cases, so one code path
+  gives both results. Everything sent must pickle: model functions are sent as their
+  :class:`~scratchadv.model.Architecture` (see :func:`portable`).
+
+Results depend on how the work is cut, never on which process ran a piece or when; the
+callers cut by the worker count (documented where they do), so a run is bit-identical
+for a given ``workers``.
+"""
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+__all__ = ["Workers", "check_workers", "portable", "split_evenly"]
+
+#: variables that fix a BLAS's thread count when it loads
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+#: the most worker processes accepted (a typo like 200 should not fork-bomb a laptop)
+MAX_WORKERS = 64
+
+_SHARED = {}     # in a worker process: what its initializer received
+
+
+def check_workers(workers):
+    """An int in [1, MAX_WORKERS]; ``TypeError``/``ValueError`` naming ``workers``."""
+    from .validate import check_int
+    return check_int(workers, "workers", minimum=1, maximum=MAX_WORKERS)
+
+
+def split_evenly(indices, parts):
+    """``indices`` cut into ``parts`` consecutive pieces whose sizes differ by at most one
+    (empty pieces dropped)."""
+    n = len(indices)
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [indices[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def portable(predict_fn):
+    """``predict_fn`` in a form that pickles: a registered architecture's predict function
+    becomes its :class:`~scratchadv.model.Architecture` (callable the same way, pickled
+    by name); any other function is returned as it is (it must be importable by name)."""
+    from .model import architecture_of
+    arch = architecture_of(predict_fn)
+    return predict_fn if arch is None else arch
+
+
+def _init(shared):
+    _SHARED.clear()
+    _SHARED.update(shared)
+
+
+def _call(fn, task):
+    return fn(_SHARED, *task)
+
+
+class _pinned_blas:
+    """Within the block, the environment says one BLAS thread (for processes started in it)."""
+
+    def __enter__(self):
+        self.saved = {v: os.environ.get(v) for v in BLAS_THREAD_VARS}
+        for v in BLAS_THREAD_VARS:
+            os.environ[v] = "1"
+
+    def __exit__(self, *exc):
+        for v, value in self.saved.items():
+            if value is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = value
+
+
+class Workers:
+    """``with Workers(n, shared) as w: results = w.map(fn, tasks)``.
+
+    ``shared``: a dict sent once to every worker (``fn`` receives it first); ``fn``: a
+    module-level function ``fn(shared, *task)``; ``tasks``: a list of tuples. ``map``
+    yields the results in task order as they become available, so the caller can save
+    progress after each one. Leaving the block stops the workers, also on an exception
+    or KeyboardInterrupt (pending tasks are cancelled).
+    """
+
+    def __init__(self, workers, shared):
+        self.workers = check_workers(workers)
+        if not isinstance(shared, dict):
+            raise TypeError(f"shared: expected a dict, got {type(shared).__name__}")
+        self.shared = shared
+        self._pool = None
+        if self.workers > 1:
+            try:
+                pickle.dumps(shared)
+            except Exception as e:       # lambdas, closures, open files ...
+                raise TypeError(f"workers={self.workers}: everything a worker process needs must "
+                                f"pickle, and this does not: {e} (use workers=1 for functions "
+                                "defined inside other functions)") from None
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init, initargs=(shared,))
+
+    def map(self, fn, tasks):
+        tasks = [tuple(t) for t in tasks]
+        if self._pool is None:
+            for task in tasks:
+                yield fn(self.shared, *task)
+            return
+        with _pinned_blas():                     # processes start on submit
+            futures = [self._pool.submit(_call, fn, task) for task in tasks]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def close(self, cancel=False):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(cancel=exc_type is not None)

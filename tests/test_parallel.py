@@ -1,0 +1,184 @@
+"""Work in worker processes: scratchadv.parallel, and AutoAttack / evaluate with workers > 1.
+
+The component functions are defined at this module's top level so that they pickle: a
+worker process imports this module to find them.
+"""
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import tiny_images
+from scratchadv.attacks import apgd, apgd_targeted, fab_targeted, square
+from scratchadv.attacks.autoattack import autoattack
+from scratchadv.checkpoint import CheckpointError
+from scratchadv.evaluate import evaluate_model
+from scratchadv.model import ARCHITECTURES, init_params, predict
+from scratchadv.parallel import BLAS_THREAD_VARS, Workers, check_workers, portable, split_evenly
+
+N = 12
+BREAK = "SCRATCHADV_TEST_BREAK"       # a file: while it exists, cheap_fab raises
+
+
+def cheap_apgd(p, x, y, e, n, r, f):
+    return apgd(p, x, y, eps=e, norm=n, steps=5, rng=r, predict_fn=f)
+
+
+def cheap_apgd_t(p, x, y, e, n, r, f):
+    return apgd_targeted(p, x, y, eps=e, norm=n, n_targets=2, steps=5, rng=r, predict_fn=f)
+
+
+def cheap_fab(p, x, y, e, n, r, f):
+    if os.path.exists(os.environ.get(BREAK, "\0")):
+        raise RuntimeError("interrupted on purpose")
+    return fab_targeted(p, x, y, eps=e, norm=n, n_targets=2, steps=5, rng=r, predict_fn=f)
+
+
+def cheap_square(p, x, y, e, n, r, f):
+    return square(p, x, y, eps=e, norm=n, queries=30, rng=r, predict_fn=f)
+
+
+CHEAP = {"apgd-ce": cheap_apgd, "apgd-t": cheap_apgd_t, "fab-t": cheap_fab, "square": cheap_square}
+
+
+def environment(shared, var):
+    return os.environ.get(var)
+
+
+def scaled(shared, i):
+    return shared["a"][i] * shared["k"]
+
+
+@pytest.fixture(scope="module")
+def params():
+    r = np.random.default_rng(0)
+    p = {k: v.astype(np.float64) for k, v in init_params(3).items()}
+    return {k: (v + 0.05 * r.standard_normal(v.shape) if k.endswith("bias") else v) for k, v in p.items()}
+
+
+@pytest.fixture(scope="module")
+def data(params):
+    x = tiny_images(N, seed=4, dtype=np.float64)
+    return x, np.argmax(predict(params, x), 1).astype(np.int64)
+
+
+def test_split_evenly_covers_in_order_with_sizes_differing_by_one():
+    idx = np.arange(7) * 3
+    parts = split_evenly(idx, 3)
+    assert [len(p) for p in parts] == [2, 2, 3]
+    np.testing.assert_array_equal(np.concatenate(parts), idx)
+    assert len(split_evenly(idx[:1], 4)) == 1 and split_evenly(idx[:0], 2) == []
+
+
+def test_workers_give_the_inline_results_in_task_order_with_one_blas_thread():
+    shared = {"a": np.arange(10.0), "k": 3.0}
+    tasks = [(i,) for i in (9, 0, 4, 4, 7)]
+    before = {v: os.environ.get(v) for v in BLAS_THREAD_VARS}
+    with Workers(1, shared) as one, Workers(2, shared) as two:
+        assert list(two.map(scaled, tasks)) == list(one.map(scaled, tasks)) == [27.0, 0.0, 12.0, 12.0, 21.0]
+        assert set(two.map(environment, [("OPENBLAS_NUM_THREADS",)] * 4)) == {"1"}
+    assert {v: os.environ.get(v) for v in BLAS_THREAD_VARS} == before   # the parent's are untouched
+
+
+def test_an_error_in_a_worker_reaches_the_caller():
+    with Workers(2, {"a": np.arange(3.0), "k": 1.0}) as w:
+        with pytest.raises(IndexError):
+            list(w.map(scaled, [(0,), (5,)]))
+
+
+def test_what_does_not_pickle_is_refused_before_any_process_starts():
+    with pytest.raises(TypeError, match="workers=2.*pickle"):
+        Workers(2, {"f": lambda x: x})
+    Workers(1, {"f": lambda x: x}).close()           # in-process: nothing is pickled
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (65, ValueError), (1.5, TypeError),
+                                        (True, TypeError), ("2", TypeError), (None, TypeError)])
+def test_check_workers_refuses(bad, error):
+    with pytest.raises(error, match="workers"):
+        check_workers(bad)
+
+
+def test_a_registered_architecture_pickles_by_name():
+    for arch in ARCHITECTURES.values():
+        assert pickle.loads(pickle.dumps(portable(arch.predict))) is arch
+    own = lambda p, x: x                    # noqa: E731  (a user's function stays as it is)
+    assert portable(own) is own
+
+
+def test_autoattack_with_two_workers_runs_each_half_batch_with_its_own_generator(params, data):
+    """workers=2: batch 0 of attack 0 cut in two halves, half i drawing from [seed, 0, 0, i]."""
+    x, y = data
+    res = autoattack(params, x, y, eps=0.05, attacks=("apgd-ce",), components=CHEAP, seed=3,
+                     batch_size=N, workers=2)
+    expect = x.copy()
+    for i, j in enumerate(split_evenly(np.arange(N), 2)):
+        r = cheap_apgd(params, x[j], y[j], 0.05, "linf", np.random.default_rng([3, 0, 0, i]), predict)
+        turned = np.argmax(predict(params, r.x_adv), 1) != y[j]
+        expect[j[turned]] = r.x_adv[turned]
+    assert 0 < res.details["fooled"]["apgd-ce"] < N            # the test can tell a wrong split
+    np.testing.assert_array_equal(res.x_adv, expect)
+
+
+def test_autoattack_with_two_workers_is_reproducible_and_resumes_exactly(params, data, tmp_path,
+                                                                       monkeypatch):
+    x, y = data
+    kw = dict(eps=0.02, components=CHEAP, batch_size=5, workers=2)
+    full = autoattack(params, x, y, **kw)
+    again = autoattack(params, x, y, **kw)
+    np.testing.assert_array_equal(full.x_adv, again.x_adv)
+    assert full.details["robust_accuracy"] == again.details["robust_accuracy"]
+
+    marker, state = tmp_path / "break", tmp_path / "aa.npz"
+    monkeypatch.setenv(BREAK, str(marker))
+    marker.write_text("")                     # the third attack fails in a worker process
+    with pytest.raises(RuntimeError, match="on purpose"):
+        autoattack(params, x, y, state_path=state, **kw)
+    from scratchadv.checkpoint import read_npz
+    assert read_npz(state)[1]["attack"] == 2                  # the first two are on disk
+    marker.unlink()
+    resumed = autoattack(params, x, y, state_path=state, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.x_adv, full.x_adv)
+    np.testing.assert_array_equal(resumed.details["fooled_by"], full.details["fooled_by"])
+    with pytest.raises(CheckpointError, match="workers"):      # results depend on the count
+        autoattack(params, x, y, state_path=state, resume=True, **{**kw, "workers": 1})
+
+
+def test_autoattack_with_workers_refuses_components_that_do_not_pickle(params, data):
+    x, y = data
+    with pytest.raises(TypeError, match="pickle"):
+        autoattack(params, x, y, eps=0.02, attacks=("apgd-ce",), workers=2,
+                   components={"apgd-ce": lambda *a: cheap_apgd(*a)})
+
+
+def test_evaluate_with_two_workers_is_reproducible_and_recorded(params, data):
+    x, y = data
+    kw = dict(eps_list=[0.05], attacks=["fgsm", "pgd"], steps=3, restarts=2, batch_size=5,
+              checks=False, verbose=False, workers=2)
+    a = evaluate_model(params, x, y, **kw)
+    b = evaluate_model(params, x, y, **kw)
+    one = evaluate_model(params, x, y, **{**kw, "workers": 1})
+    assert a["workers"] == 2 and one["workers"] == 1
+    assert a["results"] == b["results"]
+    # FGSM is deterministic: the same whatever the workers; PGD at least as strong as FGSM
+    for r2, r1 in zip(a["results"], one["results"]):
+        assert r2["masks"]["fgsm"] == r1["masks"]["fgsm"]
+        assert r2["accuracy"]["pgd"] <= r2["accuracy"]["fgsm"] + 1e-12
+
+
+@pytest.mark.parametrize("norm, eps, kw", [("linf", 0.05, {}), ("l2", 0.5, {"early_stop": True})])
+def test_pgd_with_workers_is_the_one_process_result(params, data, norm, eps, kw):
+    """The random starts are drawn in the caller chunk by chunk: the workers change nothing."""
+    x, y = data
+    args = dict(eps=eps, steps=4, step_size=eps / 2, norm=norm, restarts=2, batch_size=5, **kw)
+    one = seeded_pgd(params, x, y, workers=1, **args)
+    two = seeded_pgd(params, x, y, workers=2, **args)
+    np.testing.assert_allclose(two.x_adv, one.x_adv, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(two.success, one.success)
+    np.testing.assert_array_equal(two.steps, one.steps)
+
+
+def seeded_pgd(params, x, y, **kw):
+    from scratchadv.attacks import pgd
+    return pgd(params, x, y, rng=np.random.default_rng(5), **kw)
