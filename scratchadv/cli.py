@@ -88,6 +88,10 @@ def _add_train(p):
     d.add_argument("--holdout", type=int, default=None,
                    help="pgd, trades: keep the last N training images out of training and save the "
                         "epoch's weights with the best PGD-10 accuracy on them (Rice et al. 2020)")
+    d.add_argument("--workers", type=int, default=1,
+                   help="pgd, trades: processes the training attack runs in, one part of each batch "
+                        "each (default 1; 2 uses both cores of a 2-core machine; recorded in the "
+                        "model's config: the weights depend on it)")
 
 
 @_add_train.run
@@ -119,9 +123,13 @@ def _run_train(args):
                              "(the selection attacks at the defense's eps)")
         check_int(args.holdout, "--holdout", minimum=1, maximum=(args.limit or 60000) - 1)
         notes["holdout"] = args.holdout
+    if args.workers != 1 and args.defense not in ("pgd", "trades"):
+        raise ValueError("--workers: only used by --defense pgd|trades (their attack is what it "
+                         "spreads over processes)")
+    check_int(args.workers, "--workers", minimum=1, maximum=64)
     plan = plan_training(args.architecture, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, seed=args.seed, defense=args.defense,
-                         defense_options=defense_opts, notes=notes)
+                         defense_options=defense_opts, notes=notes, workers=args.workers)
     check_writable(args.out, "--out")
     check_writable(args.metrics, "--metrics")
     state_path = state_path_for(args.out)

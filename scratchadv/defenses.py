@@ -238,20 +238,53 @@ def adversarial_batch_transform(*, eps, pgd_steps, pgd_step_size=None, clean_fra
     eps, pgd_steps, pgd_step_size, eps_warmup = _check_pgd_options(eps, pgd_steps,
                                                                    pgd_step_size, eps_warmup)
     clean_frac = check_float(clean_frac, "clean_frac", minimum=0, maximum=1)
+    return BatchTransform(_pgd_transform, eps=eps, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
+                          clean_frac=clean_frac, eps_warmup=eps_warmup, predict_fn=predict_fn)
 
-    def transform(params, xb, yb, rng, epoch):
-        e = eps_at_epoch(eps, epoch, eps_warmup)
-        n_clean = int(round(clean_frac * len(xb)))
-        if e == 0 or n_clean == len(xb):
-            return xb, yb
-        adv = onp.sort(rng.permutation(len(xb))[n_clean:])
-        a = pgd_step_size if pgd_step_size is not None else default_step_size(e, pgd_steps)
-        out = xb.copy()
-        out[adv] = pgd_linf_max_loss(params, xb[adv], yb[adv], eps=e, steps=pgd_steps,
-                                     step_size=a, rng=rng, predict_fn=predict_fn)
-        return out, yb
 
-    return transform
+def _pgd_transform(params, xb, yb, rng, epoch, *, eps, pgd_steps, pgd_step_size, clean_frac,
+                   eps_warmup, predict_fn):
+    e = eps_at_epoch(eps, epoch, eps_warmup)
+    n_clean = int(round(clean_frac * len(xb)))
+    if e == 0 or n_clean == len(xb):
+        return xb, yb
+    adv = onp.sort(rng.permutation(len(xb))[n_clean:])
+    a = pgd_step_size if pgd_step_size is not None else default_step_size(e, pgd_steps)
+    out = xb.copy()
+    out[adv] = pgd_linf_max_loss(params, xb[adv], yb[adv], eps=e, steps=pgd_steps,
+                                 step_size=a, rng=rng, predict_fn=predict_fn)
+    return out, yb
+
+
+class BatchTransform:
+    """A defense's ``batch_transform(params, xb, yb, rng, epoch) -> (xb', yb')`` for :func:`fit`.
+
+    ``fn(params, xb, yb, rng, epoch, **settings)`` is a module-level function and the
+    settings are plain values (``predict_fn`` kept as its Architecture), so the transform
+    pickles and ``fit(..., workers=W)`` can run it in W processes, one part of the batch
+    each. ``paired``: the output is B images then B partners (TRADES), so the parts'
+    outputs join as all first halves, then all second halves (:meth:`combine`).
+    """
+
+    def __init__(self, fn, *, paired=False, **settings):
+        from .parallel import portable
+        self.fn, self.paired = fn, paired
+        self.settings = {k: portable(v) if k == "predict_fn" else v for k, v in settings.items()}
+
+    def __call__(self, params, xb, yb, rng, epoch):
+        return self.fn(params, xb, yb, rng, epoch, **self.settings)
+
+    def combine(self, outputs):
+        """[(xb_i', yb_i')] of consecutive parts -> the (xb', yb') of the whole batch."""
+        if not self.paired:
+            return tuple(onp.concatenate([o[k] for o in outputs]) for k in (0, 1))
+        halves = [(o[k][:len(o[k]) // 2], o[k][len(o[k]) // 2:]) for o in outputs for k in (0, 1)]
+        xs, ys = halves[0::2], halves[1::2]
+        return (onp.concatenate([h[0] for h in xs] + [h[1] for h in xs]),
+                onp.concatenate([h[0] for h in ys] + [h[1] for h in ys]))
+
+    def __repr__(self):
+        return f"BatchTransform({self.fn.__name__}, {', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
 
 
 def gradreg_loss_fn(lam, predict_fn=predict):
@@ -333,15 +366,17 @@ def trades_batch_transform(*, eps, pgd_steps, pgd_step_size=None, eps_warmup=0,
     """
     eps, pgd_steps, pgd_step_size, eps_warmup = _check_pgd_options(eps, pgd_steps,
                                                                    pgd_step_size, eps_warmup)
+    return BatchTransform(_trades_transform, paired=True, eps=eps, pgd_steps=pgd_steps,
+                          pgd_step_size=pgd_step_size, eps_warmup=eps_warmup, predict_fn=predict_fn)
 
-    def transform(params, xb, yb, rng, epoch):
-        e = eps_at_epoch(eps, epoch, eps_warmup)
-        a = pgd_step_size if pgd_step_size is not None else default_step_size(e, pgd_steps)
-        xa = trades_linf_max_kl(params, xb, eps=e, steps=pgd_steps, step_size=a, rng=rng,
-                                predict_fn=predict_fn)
-        return onp.concatenate([xb, xa]), onp.concatenate([yb, yb])
 
-    return transform
+def _trades_transform(params, xb, yb, rng, epoch, *, eps, pgd_steps, pgd_step_size, eps_warmup,
+                      predict_fn):
+    e = eps_at_epoch(eps, epoch, eps_warmup)
+    a = pgd_step_size if pgd_step_size is not None else default_step_size(e, pgd_steps)
+    xa = trades_linf_max_kl(params, xb, eps=e, steps=pgd_steps, step_size=a, rng=rng,
+                            predict_fn=predict_fn)
+    return onp.concatenate([xb, xa]), onp.concatenate([yb, yb])
 
 
 def trades_loss_fn(beta, predict_fn=predict):

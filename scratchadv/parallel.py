@@ -23,6 +23,7 @@ for a given ``workers``.
 import multiprocessing
 import os
 import pickle
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["Workers", "check_workers", "portable", "split_evenly"]
@@ -61,6 +62,9 @@ def portable(predict_fn):
 
 
 def _init(shared):
+    # Ctrl-C goes to the whole process group: the caller handles it (saves its state,
+    # stops the pool), so a worker ignores it rather than dying mid-task with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _SHARED.clear()
     _SHARED.update(shared)
 

@@ -34,6 +34,7 @@ from .defenses import make_defense
 from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, get_architecture, predict
 from .ops import cross_entropy
 from .optim import Optimizer, get_optimizer, rmsprop
+from .parallel import Workers, check_workers, split_evenly
 from .progress import Progress
 from .validate import check_images, check_int, check_labels, check_params
 
@@ -73,7 +74,7 @@ def _arch_of(predict_fn, architecture):
 
 def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, optimizer=None,
         seed=0, loss_fn=None, batch_transform=None, predict_fn=predict, architecture=None,
-        checkpoint_path=None, resume=False, verbose=True, config=None, callbacks=()):
+        checkpoint_path=None, resume=False, verbose=True, config=None, callbacks=(), workers=1):
     """Train ``params`` on (x, y) and return ``(params, history)``.
 
     params: dict of arrays (the dtype of x, usually float32); x: (N, 1, 28, 28) in [0, 1];
@@ -84,7 +85,13 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     (xb, yb)`` runs before each step (adversarial training replaces xb by attacks on the
     current params). ``checkpoint_path``: training-state file written each epoch and on
     interruption; with ``resume=True`` training continues from it. ``callbacks``:
-    functions ``cb(epoch, history, params)`` called after each epoch.
+    functions ``cb(epoch, history, params)`` called after each epoch. ``workers``: processes
+    the batch transform runs in (:mod:`scratchadv.parallel`; the attack of adversarial
+    training and TRADES is most of their cost): each batch is cut into ``workers`` even parts,
+    part ``i`` transformed with ``default_rng([seed, epoch, batch, i])`` and the parts joined
+    by the transform's ``combine`` (concatenation for a plain function, which must then
+    work image by image and pickle). The weights then depend on ``workers``, so it is part
+    of the run's config, and a resumed run must use the same count.
 
     history: dict of per-epoch lists ``loss``, ``accuracy`` (running means over the
     epoch's batches, as Keras reports), ``val_loss``, ``val_accuracy``, ``seconds``.
@@ -106,6 +113,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
         raise TypeError(f"params: expected the dtype of x ({x.dtype}), got {pdt}; "
                         "cast one of them explicitly")
     optimizer = optimizer if optimizer is not None else rmsprop()
+    workers = check_workers(workers)
 
     n = len(x)
     nb = -(-n // batch_size)
@@ -115,6 +123,8 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                   "n_train": n, "data": fingerprint}
     if config:
         run_config.update(config)
+    if workers > 1 and batch_transform is not None:     # the parts change the weights
+        run_config["workers"] = workers
 
     params = {k: onp.array(v) for k, v in params.items()}
     opt_state = optimizer.init(params)
@@ -124,7 +134,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         params, opt_state, meta = load_training_state(checkpoint_path)
         saved = meta.get("config", {})
-        for key in ("architecture", "batch_size", "seed", "optimizer", "n_train", "data"):
+        for key in ("architecture", "batch_size", "seed", "optimizer", "n_train", "data", "workers"):
             if saved.get(key) != run_config.get(key):
                 raise CheckpointError(
                     f"{checkpoint_path}: cannot resume: {key} was {saved.get(key)!r} in the saved run, "
@@ -160,6 +170,9 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     # every applied update, so an interrupt anywhere leaves a consistent position to save.
     zero = [0.0, 0, 0, 0.0]
     st = (params, opt_state, start_epoch, start_batch, sums if start_batch else list(zero))
+    pool = None
+    if workers > 1 and batch_transform is not None:
+        pool = Workers(workers, {"transform": batch_transform})
     try:
         for epoch in range(start_epoch, epochs):
             if st[2] != epoch:
@@ -172,7 +185,10 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                 params, opt_state, _, _, sums = st
                 idx = perm[batch * batch_size:(batch + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
-                if batch_transform is not None:
+                if pool is not None:
+                    xb, yb = _transform_in_parts(pool, batch_transform, params, xb, yb,
+                                                 (seed, epoch, batch), epoch)
+                elif batch_transform is not None:
                     xb, yb = batch_transform(params, xb, yb,
                                              onp.random.default_rng([seed, epoch, batch]), epoch)
                 if step_grad is None:
@@ -223,7 +239,25 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
         where = f"; state saved to {checkpoint_path}" if checkpoint_path else ""
         raise TrainingInterrupted(f"training interrupted at epoch {ep + 1}, batch {b}/{nb}{where}",
                                   checkpoint_path) from None
+    finally:
+        if pool is not None:
+            pool.close(cancel=True)
     return st[0], history
+
+
+def _transform_in_parts(pool, transform, params, xb, yb, key, epoch):
+    """The batch transform on ``pool.workers`` parts of the batch side by side, joined."""
+    parts = split_evenly(onp.arange(len(xb)), pool.workers)
+    tasks = [(params, xb[j], yb[j], (*key, i), epoch) for i, j in enumerate(parts)]
+    outputs = list(pool.map(_transform_part, tasks))
+    combine = getattr(transform, "combine", None)
+    if combine is None:
+        return tuple(onp.concatenate([o[k] for o in outputs]) for k in (0, 1))
+    return combine(outputs)
+
+
+def _transform_part(shared, params, xb, yb, key, epoch):
+    return shared["transform"](params, xb, yb, onp.random.default_rng(list(key)), epoch)
 
 
 # ---------------------------------------------------------------------------
@@ -240,7 +274,7 @@ unchanged batches); config: JSON-ready settings, as a model file records them.
 
 
 def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optimizer="rmsprop",
-                  lr=None, seed=0, defense="none", defense_options=None, notes=None):
+                  lr=None, seed=0, defense="none", defense_options=None, notes=None, workers=1):
     """Check and resolve the settings of a training run -> :class:`TrainingPlan`.
 
     architecture: a name of :data:`scratchadv.model.ARCHITECTURES`; optimizer: 'rmsprop' |
@@ -250,6 +284,9 @@ def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optim
     its tuned defaults, which depend on eps and on ``epochs``:
     :func:`scratchadv.defenses.defaults_for`). ``notes``: JSON-ready entries the caller records about its data
     (e.g. ``{"limit": 1000}``), kept between the optimizer and the defense settings.
+    ``workers``: processes for the defense's batch transform (see :func:`fit`); recorded as
+    ``config["workers"]`` when it is above 1 and the defense has a transform (pgd, trades),
+    since the weights then depend on it.
 
     ``config`` = ``{"epochs", "batch_size", "optimizer", "opt_<hyper-parameter>"...,
     "seed", **notes, "defense", <defense settings>...}``. Every argument is checked here,
@@ -270,6 +307,8 @@ def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optim
     config = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer.name,
               **{"opt_" + k: v for k, v in optimizer.hyper.items()}, "seed": seed,
               **(notes or {}), **defense_cfg}
+    if check_workers(workers) > 1 and transform is not None:
+        config["workers"] = workers
     return TrainingPlan(arch, optimizer, loss_fn, transform, config)
 
 
@@ -290,7 +329,7 @@ def train_model(plan, x, y, *, x_val=None, y_val=None, checkpoint_path=None, res
                           seed=cfg["seed"], loss_fn=plan.loss_fn, batch_transform=plan.batch_transform,
                           predict_fn=arch.predict, architecture=arch.name,
                           checkpoint_path=checkpoint_path, resume=resume, verbose=verbose,
-                          config=cfg, callbacks=callbacks)
+                          config=cfg, callbacks=callbacks, workers=cfg.get("workers", 1))
     run_config = {"architecture": arch.name, **cfg, "n_train": int(len(x)),
                   "data": data_fingerprint(x, y)}
     return params, history, run_config

@@ -182,3 +182,68 @@ def test_pgd_with_workers_is_the_one_process_result(params, data, norm, eps, kw)
 def seeded_pgd(params, x, y, **kw):
     from scratchadv.attacks import pgd
     return pgd(params, x, y, rng=np.random.default_rng(5), **kw)
+
+
+# --- training: the defense's batch transform in worker processes -------------------------
+
+class InlinePool:
+    """The interface of Workers with ``workers`` parts, run here: the reference."""
+
+    def __init__(self, workers, shared):
+        self.workers, self.shared = workers, shared
+
+    def map(self, fn, tasks):
+        return [fn(self.shared, *t) for t in tasks]
+
+
+def _train_data(n=24, seed=1):
+    x = tiny_images(n, seed=seed)
+    return x, np.random.default_rng(seed).integers(0, 10, n).astype(np.int64)
+
+
+@pytest.mark.parametrize("defense", ["pgd", "trades"])
+def test_the_transform_in_parts_is_the_same_in_worker_processes(defense):
+    from scratchadv.defenses import make_defense
+    from scratchadv.train import _transform_in_parts
+    _, transform, _ = make_defense(defense, eps=0.2, pgd_steps=2, epochs=2)
+    x, y = _train_data(10)
+    p = init_params(0)
+    ref = _transform_in_parts(InlinePool(2, {"transform": transform}), transform, p, x, y, (0, 1, 3), 1)
+    with Workers(2, {"transform": transform}) as pool:
+        got = _transform_in_parts(pool, transform, p, x, y, (0, 1, 3), 1)
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got[1], ref[1])
+    # each part is the transform of those images with the part's own generator
+    half = transform(p, x[5:], y[5:], np.random.default_rng([0, 1, 3, 1]), 1)
+    if defense == "pgd":
+        np.testing.assert_array_equal(ref[0][5:], half[0])
+    else:                   # TRADES pairs: all clean images first, then all partners
+        np.testing.assert_array_equal(ref[0][:10], x)
+        np.testing.assert_array_equal(ref[0][15:], half[0][5:])
+        np.testing.assert_array_equal(ref[1], np.concatenate([y, y]))
+
+
+def test_fit_with_workers_resumes_exactly_and_refuses_another_count(tmp_path):
+    from scratchadv.defenses import make_defense
+    from scratchadv.train import fit
+    loss_fn, transform, _ = make_defense("trades", eps=0.1, pgd_steps=2, epochs=2)
+    x, y = _train_data()
+    kw = dict(batch_size=12, loss_fn=loss_fn, batch_transform=transform, verbose=False, workers=2)
+    full, _ = fit(init_params(0), x, y, epochs=2, **kw)
+    state = tmp_path / "s.npz"
+    fit(init_params(0), x, y, epochs=1, checkpoint_path=str(state), **kw)
+    resumed, _ = fit(init_params(0), x, y, epochs=2, checkpoint_path=str(state), resume=True, **kw)
+    for k in full:
+        np.testing.assert_array_equal(resumed[k], full[k])
+    with pytest.raises(CheckpointError, match="workers"):
+        fit(init_params(0), x, y, epochs=2, checkpoint_path=str(state), resume=True,
+            **{**kw, "workers": 1})
+
+
+def test_plan_records_workers_only_where_they_change_the_weights():
+    from scratchadv.train import plan_training
+    assert plan_training(defense="pgd", defense_options={"eps": 0.1}, workers=2).config["workers"] == 2
+    assert "workers" not in plan_training(defense="pgd", defense_options={"eps": 0.1}).config
+    assert "workers" not in plan_training(defense="gradreg", workers=2).config
+    with pytest.raises(ValueError, match="workers"):
+        plan_training(workers=0)
