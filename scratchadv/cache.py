@@ -53,7 +53,8 @@ def trained_seconds(history):
 
 
 def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epochs=10,
-               batch_size=128, seed=0, defense="none", defense_options=None, verbose=True):
+               batch_size=128, seed=0, defense="none", defense_options=None, verbose=True,
+               workers=1):
     """Train ``architecture`` on (x, y) with RMSprop, or load the identical model from ``cache``.
 
     name: a file-name prefix ('natural', 'pgd-trained', ...); x: (N, 1, 28, 28) float32 in
@@ -63,10 +64,12 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
     ``(params, history, info)`` where info holds ``path``, ``key``, ``config`` (what the
     key was computed from), ``reused`` (bool), ``train_seconds`` (this call's training
     time; 0 when reused) and ``trained_seconds`` (the model's own training time, summed
-    over its epochs: also known when it was reused).
+    over its epochs: also known when it was reused). ``workers``: processes for a pgd or
+    trades defense's attack (:func:`scratchadv.train.fit`); above 1 it is part of the
+    config, so of the key: such a model is another model.
     """
     plan = plan_training(architecture, epochs=epochs, batch_size=batch_size, seed=seed,
-                         defense=defense, defense_options=defense_options)
+                         defense=defense, defense_options=defense_options, workers=workers)
     arch = plan.architecture
     # what identifies the model beyond its training settings: the data it saw
     config = {"name": name, "architecture": arch.name, **plan.config,

@@ -310,7 +310,7 @@ def _add_eval_options(p):
                    help="pgd: FGSM, PGD and L2 PGD with restarts (default); autoattack: FGSM and the "
                         "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) at every eps")
     p.add_argument("--attacks", default=None,
-                   help="comma-separated from fgsm, pgd (Linf), pgd-l2, autoattack "
+                   help="comma-separated from fgsm, pgd (Linf), pgd-l2, autoattack, square "
                         "(default: the suite's)")
     p.add_argument("--steps", type=int, default=40, help="steps of the iterative attacks (default 40)")
     p.add_argument("--restarts", type=int, default=5, help="random restarts of the iterative attacks (default 5)")
@@ -818,6 +818,10 @@ def _add_demo(p):
     p.add_argument("--data", default=None, metavar="DIR",
                    help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--workers", type=int, default=1, metavar="W",
+                   help="processes for the defended models' training attacks and the robustness "
+                        "evaluations, one BLAS thread each (default 1; 2 uses both cores of a 2-core "
+                        "machine; numbers reproducible for a given count)")
 
 
 @_add_demo.run
@@ -828,15 +832,17 @@ def _run_demo(args):
     from .train import TrainingInterrupted
     from .validate import check_int
     check_int(args.seed, "--seed", minimum=0)
+    check_int(args.workers, "--workers", minimum=1, maximum=64)
     check_writable(os.path.join(args.out, "results.json"), "--out")
     check_writable(os.path.join(args.cache or default_cache_dir(), "probe.npz"), "--cache")
     argv = ["scratchadv demo", "--out", args.out] + (["--quick"] if args.quick else []) \
         + (["--seed", str(args.seed)] if args.seed else []) \
-        + (["--cache", args.cache] if args.cache else []) + (["--data", args.data] if args.data else [])
+        + (["--cache", args.cache] if args.cache else []) + (["--data", args.data] if args.data else []) \
+        + (["--workers", str(args.workers)] if args.workers > 1 else [])
 
     try:            # SIGTERM arrives as KeyboardInterrupt (main): training saves its state
         run_demo(args.out, quick=args.quick, seed=args.seed, cache=args.cache, data=args.data,
-                 verbose=not args.quiet, command=" ".join(argv))
+                 verbose=not args.quiet, command=" ".join(argv), workers=args.workers)
     except TrainingInterrupted as e:
         print(f"scratchadv demo: {e}; run the same command again to resume", file=sys.stderr)
         return 130

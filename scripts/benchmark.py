@@ -109,6 +109,12 @@ def parse_args(argv=None):
                    help="MNIST folder (default: $SCRATCHADV_DATA, then the user cache)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batch order, PGD starts")
     p.add_argument("--json", default=None, metavar="PATH", help="write the figures as JSON (atomic)")
+    p.add_argument("--readme", default=None, metavar="README",
+                   help="with several --threads: replace the table between this file's "
+                        "<!-- benchmark-table --> markers with the measured one")
+    p.add_argument("--table-from", default=None, metavar="JSON",
+                   help="measure nothing: print (and with --readme, write) the table of a JSON "
+                        "written by --threads 1,2 --json")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 3)
@@ -121,6 +127,9 @@ def parse_args(argv=None):
         args.threads = [int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)]
     args.thread_counts = args.threads
     args.threads = args.threads[0]
+    if args.readme and len(args.thread_counts) < 2 and not args.table_from:
+        p.error("--readme: the README's table has a column per thread count; pass --threads 1,2 "
+                "(or --table-from JSON)")
     if args.quick:
         args.aa_repeats = 1
     for name in ("repeats", "epoch_repeats", "pgd_repeats", "batch_size", "pgd_n",
@@ -414,15 +423,53 @@ def each_thread_count(argv, args):
             cells.append(f" {fmt_time(s['scratchadv_s']):>10s} / {fmt_time(s['torch_s']):>10s} {ratio:>8s}")
         lines.append(f"{r['label']:44s}" + "".join(cells))
     print("\n".join(lines))
+    combined = {"threads": counts, "runs": {str(n): runs[n] for n in counts}}
     if args.json:
         from scratchadv.fileio import atomic_write_json
-        atomic_write_json(args.json, {"threads": counts, "runs": {str(n): runs[n] for n in counts}})
+        atomic_write_json(args.json, combined)
         log(f"wrote {args.json}")
+    if args.readme:
+        write_readme_table(args.readme, combined)
     return status
+
+
+MARK_BEGIN, MARK_END = "<!-- benchmark-table -->", "<!-- /benchmark-table -->"
+
+
+def format_markdown(combined):
+    """The README's table from the JSON of ``--threads 1,2 --json``: per row and thread
+    count, scratchadv's and PyTorch's medians and their ratio."""
+    counts = combined["threads"]
+    runs = [combined["runs"][str(n)] for n in counts]
+    head = "| row | " + " | ".join(f"{n} thread{'s' if n > 1 else ''}: scratchadv / PyTorch (ratio)"
+                                    for n in counts) + " |"
+    lines = [head, "| --- |" + " --- |" * len(counts)]
+    for i, row in enumerate(runs[0]["rows"]):
+        cells = []
+        for run in runs:
+            r = run["rows"][i]
+            ratio = "-" if r["ratio"] is None else f"**{r['ratio']:.2f}x**"
+            cells.append(f"{fmt_time(r['scratchadv_s'])} / {fmt_time(r['torch_s'])} ({ratio})")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme_table(readme, combined):
+    from scratchadv.fileio import write_marked_block
+    write_marked_block(readme, MARK_BEGIN, MARK_END, format_markdown(combined))
+    log(f"{readme}: benchmark table replaced")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.table_from:
+        import json
+        with open(args.table_from, encoding="utf-8") as f:
+            combined = json.load(f)
+        print(format_markdown(combined), end="")
+        if args.readme:
+            write_readme_table(args.readme, combined)
+        return 0
     if len(args.thread_counts) > 1:
         return each_thread_count(argv, args)
     pinned = pin_threads(args.threads)

@@ -43,7 +43,8 @@ from scratchadv.data import load_mnist              # noqa: E402
 from scratchadv.fileio import (atomic_write, atomic_write_json, replace_marked_block,  # noqa: E402
                                write_marked_block)
 
-#: (name, label, `scratchadv train` options, eps evaluated); every model 10 epochs, seed 0
+#: (name, label, `scratchadv train` options, eps evaluated); every model 10 epochs (unless
+#: its options say otherwise), seed 0
 MODELS = [
     ("natural", "natural", [], [0.1, 0.2, 0.3]),
     ("pgd-eps0.1", "PGD-trained, eps 0.1", ["--defense", "pgd", "--eps", "0.1"], [0.1, 0.3]),
@@ -53,6 +54,8 @@ MODELS = [
     ("trades-eps0.3", "TRADES, eps 0.3", ["--defense", "trades", "--eps", "0.3"], [0.1, 0.3]),
     ("pgd-eps0.3-steps10", "PGD-trained, eps 0.3, 10 steps",
      ["--defense", "pgd", "--eps", "0.3", "--pgd-steps", "10"], [0.1, 0.3]),
+    ("pgd-eps0.3-steps10-epochs20", "PGD-trained, eps 0.3, 10 steps, 20 epochs",
+     ["--defense", "pgd", "--eps", "0.3", "--pgd-steps", "10", "--epochs", "20"], [0.1, 0.3]),
 ]
 ATTACKS = "fgsm,pgd,autoattack"
 MARK_BEGIN, MARK_END = "<!-- defenses-table -->", "<!-- /defenses-table -->"
@@ -66,8 +69,9 @@ def _run(argv):
 
 
 def train_command(options, args, path):
-    return ["train", *options, "--epochs", str(args.epochs), "--seed", str(args.seed),
-            "--out", path, "--quiet"]
+    """The model's `scratchadv train` argv; its own ``--epochs`` (in ``options``) wins."""
+    epochs = [] if "--epochs" in options else ["--epochs", str(args.epochs)]
+    return ["train", *options, *epochs, "--seed", str(args.seed), "--out", path, "--quiet"]
 
 
 def _same_model(path, options, args):
@@ -101,7 +105,7 @@ def evaluate_command(path, folder, eps, args):
     return ["evaluate", "--model", path, "--report", folder, "--n", str(args.n),
             "--suite", "autoattack", "--attacks", ATTACKS, "--eps", ",".join(f"{e:g}" for e in eps),
             "--restarts", str(args.restarts), "--steps", str(args.steps), "--seed", str(args.seed),
-            "--quiet", "--resume"]
+            "--workers", str(args.workers), "--quiet", "--resume"]
 
 
 def _same_settings(report, eps, args):
@@ -135,6 +139,7 @@ def summarize(model, report, epochs=10, seed=0):
            "command": " ".join(["scratchadv", *train_command(
                options, argparse.Namespace(epochs=epochs, seed=seed), f"runs/defenses/{name}.npz")[:-1]]),
            "n": report["n"], "clean": report["clean_accuracy"],
+        "workers": report.get("workers", 1),
         "sanity_passed": all(c["passed"] for c in report["sanity"]),
         "sanity_failed": [c["name"] for c in report["sanity"] if not c["passed"]], "eps": {}}
     for r in report["results"]:
@@ -323,6 +328,10 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1000, help="evaluate on the first N test images")
     p.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
     p.add_argument("--restarts", type=int, default=5, help="PGD restarts (default 5)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for the evaluations (`scratchadv evaluate --workers`, default 1); "
+                        "a report made with another count is reused: the count only cuts the "
+                        "attacks' random draws differently (each report records its own)")
     p.add_argument("--cache", default=None, help="lam-search: model cache folder (default: the demo's)")
     p.add_argument("--lams", default="0,0.1,1,10,100", help="lam-search: values to try (0 = natural)")
     p.add_argument("--limit", type=int, default=None, help="lam-search: train on the first N images only")

@@ -142,6 +142,7 @@ CLI = {
     "evaluate workers 0": (["evaluate", "--model", "{model}", "--workers", "0"], "workers"),
     "train workers without an attack": (["train", "--workers", "2"], "workers"),
     "train workers 0": (["train", "--defense", "pgd", "--workers", "0"], "workers"),
+    "demo workers 0": (["demo", "--workers", "0"], "workers"),
     "export format": (["export", "--format", "onnx", "{model}", "{out}"], "--format"),
     "import not weights": (["import", "--format", "torch", "{model_txt}", "{out}"], "{model_txt}"),
     "info garbage": (["info", "{model_txt}"], "{model_txt}"),

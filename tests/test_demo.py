@@ -57,14 +57,16 @@ def test_cli_demo_rejects_a_bad_seed_in_one_line():
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Two `scratchadv demo --quick` runs sharing a model cache: (out folder, [run1, run2])."""
+    """Two `scratchadv demo --quick --workers 2` runs sharing a model cache: (out folder,
+    [run1, run2]); two worker processes, so the parallel paths run end to end as well."""
     root = tmp_path_factory.mktemp("demo")
     out, cache = root / "report", root / "cache"
     runs = []
     for _ in range(2):
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "scratchadv", "demo", "--quick", "--out", str(out),
-                            "--cache", str(cache)], capture_output=True, text=True, timeout=1200)
+                            "--cache", str(cache), "--workers", "2"], capture_output=True, text=True,
+                           timeout=1200)
         runs.append({"seconds": time.perf_counter() - t0, "stdout": r.stdout, "stderr": r.stderr,
                      "returncode": r.returncode})
     return out, runs
@@ -98,6 +100,7 @@ def test_quick_demo_results_are_sane(quick_runs):
     out, runs = quick_runs
     res = json.loads((out / "results.json").read_text())
     assert res["quick"] is True and set(res["sections"]) == set(demo.SECTIONS)
+    assert res["workers"] == 2 and res["command"].endswith("--workers 2")
     s = res["sections"]
 
     def frac(v):

@@ -240,3 +240,25 @@ def test_cli_evaluate_and_compare_natural_model(natural_model_path, tmp_path, ca
     assert "PASSED" in capsys.readouterr().out
     rc = main(["compare", str(out), str(out / "report.json"), "--report", str(tmp_path / "cmp")])
     assert rc == 2    # two reports of the same model have the same name: refused
+
+
+def test_square_in_an_evaluation_restarts_on_the_images_left_and_joins_the_worst_case():
+    """`square` as an evaluation attack: restarts only lower accuracy, and the worst case is
+    the AND with the other attacks; the doubled-steps check ignores it (it has no steps)."""
+    from conftest import tiny_images
+    from scratchadv.evaluate import evaluate_model, parse_mask
+    from scratchadv.model import init_params, predict
+    p = {k: v.astype(np.float64) for k, v in init_params(3).items()}
+    x = tiny_images(10, seed=4, dtype=np.float64)
+    y = np.argmax(predict(p, x), 1).astype(np.int64)
+    kw = dict(eps_list=[0.05], attacks=["fgsm", "pgd", "square"], steps=3, batch_size=5,
+              checks=True, verbose=False)
+    one = evaluate_model(p, x, y, restarts=1, **kw)
+    two = evaluate_model(p, x, y, restarts=2, **kw)
+    row1, row2 = (next(r for r in rep["results"] if r["eps"] == 0.05) for rep in (one, two))
+    assert row2["accuracy"]["square"] <= row1["accuracy"]["square"]
+    assert row1["accuracy"]["square"] < 1.0                       # it turns some images
+    masks = {a: parse_mask(row2["masks"][a]) for a in ("fgsm", "pgd", "square", "clean")}
+    np.testing.assert_array_equal(parse_mask(row2["masks"]["worst_case"]),
+                                  masks["clean"] & masks["fgsm"] & masks["pgd"] & masks["square"])
+    assert two["doubled_steps"]["attack"] == "pgd"

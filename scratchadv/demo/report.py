@@ -503,7 +503,7 @@ def format_readme(results):
              f"- mode: **{mode}**" + (" (smaller subsets, fewer epochs and attack steps: a smoke test; "
                                       "its numbers are not comparable to the references)" if mode == "quick" else ""),
              f"- scratchadv {results.get('library_version')}, seed {results.get('seed')}, "
-             f"finished {results.get('finished', 'n/a')}",
+             f"worker processes {results.get('workers', 1)}, finished {results.get('finished', 'n/a')}",
              f"- run time: {results.get('seconds', 0):.0f} s"
              + (" (" + ", ".join(f"section {i + 1} {secs[k]['seconds']:.0f} s" for i, k in enumerate(SECTIONS)
                                  if k in secs) + ")" if secs else ""),

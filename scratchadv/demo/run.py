@@ -44,7 +44,7 @@ def write_outputs(out, results):
 
 
 def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, verbose=True,
-             sections=SECTIONS, command=None):
+             sections=SECTIONS, command=None, workers=1):
     """Run the lecture's sections in order and write the report folder ``out``.
 
     quick: the ``quick`` preset (smoke test) instead of ``full``; seed: for every
@@ -52,10 +52,16 @@ def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, ver
     :func:`default_cache_dir`); data: MNIST folder (default: ``$SCRATCHADV_DATA`` or the
     cache). ``sections``: a subset of :data:`SECTIONS` (each needs the natural model, so
     'train' always runs). After every section results.json and README.md are rewritten,
-    so an interrupted run leaves a readable partial report. Returns the results dict.
+    so an interrupted run leaves a readable partial report. ``workers``: processes for the
+    defended models' training attacks and for the robustness evaluations
+    (:mod:`scratchadv.parallel`); the numbers are reproducible for a given count, and
+    defended models trained with another count are other models (cached apart).
+    Returns the results dict.
     """
     from ..data import load_mnist
+    from ..parallel import check_workers
     seed = check_int(seed, "seed", minimum=0)
+    workers = check_workers(workers)
     unknown = [k for k in sections if k not in SECTIONS]
     if unknown:
         raise ValueError(f"sections: expected names from {list(SECTIONS)}, got {unknown}")
@@ -69,10 +75,11 @@ def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, ver
     x_train, y_train, x_test, y_test = load_mnist(data)
     ctx = {"out": out, "settings": settings, "seed": seed, "cache": cache, "verbose": verbose,
            "x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-           "models": {}, "histories": {}, "reports": {}, "aa_reports": {}}
+           "models": {}, "histories": {}, "reports": {}, "aa_reports": {}, "workers": workers}
     results = {"library_version": __version__, "quick": bool(quick), "seed": seed,
                "command": command or f"scratchadv demo --out {out}" + (" --quick" if quick else "")
-               + (f" --seed {seed}" if seed else ""),
+               + (f" --seed {seed}" if seed else "") + (f" --workers {workers}" if workers > 1 else ""),
+               "workers": workers,
                "cache": cache, "settings": settings, "references": REFERENCES, "sections": {}}
     mode = "quick" if quick else "full"
     print(f"scratchadv demo ({mode}): {len(sections)} sections -> {out}", flush=True)

@@ -150,7 +150,7 @@ def section_untargeted(ctx):
     ne = s["eval_n"]
     report = evaluate_model(params, x_te[:ne], y_te[:ne], predict_fn=predict_fn, eps_list=s["eval_eps"],
                             attacks=("fgsm", "pgd"), steps=s["eval_steps"], restarts=s["eval_restarts"],
-                            seed=ctx["seed"], checks=True, verbose=ctx["verbose"], name="natural")
+                            seed=ctx["seed"], checks=True, verbose=ctx["verbose"], name="natural", workers=ctx.get("workers", 1))
     ctx["reports"]["natural"] = report
     atomic_write_json(_figure(ctx, "evaluation-natural.json"), report)
     plot_report(report, _figure(ctx, figs[2]))
@@ -335,14 +335,15 @@ def _defense_section(ctx, *, name, defense, options, number):
     params, history, info = cached_fit(name, ARCHITECTURE, x_tr, y_tr, x_val=x_val, y_val=y_val,
                                        epochs=s["defense_epochs"], batch_size=s["batch_size"],
                                        seed=ctx["seed"], defense=defense, defense_options=options,
-                                       cache=ctx["cache"], verbose=ctx["verbose"])
+                                       cache=ctx["cache"], verbose=ctx["verbose"],
+                                       workers=ctx.get("workers", 1))
     ctx["models"][name] = (params, predict)
     ctx["histories"][name] = history
     ne = s["eval_n"]
     report = evaluate_model(params, ctx["x_test"][:ne], ctx["y_test"][:ne], predict_fn=predict,
                             eps_list=s["eval_eps"], attacks=("fgsm", "pgd"), steps=s["eval_steps"],
                             restarts=s["eval_restarts"], seed=ctx["seed"], checks=True,
-                            verbose=ctx["verbose"], name=name)
+                            verbose=ctx["verbose"], name=name, workers=ctx.get("workers", 1))
     ctx["reports"][name] = report
     atomic_write_json(_figure(ctx, f"evaluation-{name}.json"), report)
     fig = f"fig{number}-robust-accuracy-{name}.png"
@@ -371,7 +372,7 @@ def _autoattack_report(ctx, name):
         n = s["aa_n"]
         done[name] = evaluate_model(params, ctx["x_test"][:n], ctx["y_test"][:n], predict_fn=predict_fn,
                                     eps_list=[s["aa_eps"]], suite="autoattack", seed=ctx["seed"],
-                                    checks=True, verbose=ctx["verbose"], name=f"{name} (AutoAttack)")
+                                    checks=True, verbose=ctx["verbose"], name=f"{name} (AutoAttack)", workers=ctx.get("workers", 1))
         atomic_write_json(_figure(ctx, f"evaluation-{name}-autoattack.json"), done[name])
     return done[name]
 

@@ -18,7 +18,9 @@ standard) and ``"autoattack"`` (FGSM and the standard AutoAttack,
 stays for the "iterative beats single-step" check). The ``autoattack`` column is the
 ensemble's robust accuracy; each row also records the accuracy left after each of its four
 attacks (``autoattack_after``), the images each turned, its closing check and its Square
-warning. With ``state_dir`` a long evaluation is resumable: each finished (eps, attack) is
+warning. ``square`` (not in a suite) is the Square Attack alone (5000 queries, p_init 0.8),
+each restart a new random search on the images still correct: added to the autoattack
+suite with restarts, it tests a Square warning further. With ``state_dir`` a long evaluation is resumable: each finished (eps, attack) is
 written there atomically, AutoAttack's own state after every batch, and ``resume=True``
 continues, ending with exactly the result of an uninterrupted run.
 """
@@ -28,7 +30,7 @@ import time
 
 import numpy as onp
 
-from ..attacks import apgd, autoattack, default_step_size, fgsm, pgd
+from ..attacks import apgd, autoattack, default_step_size, fgsm, pgd, square
 from ..data import data_fingerprint
 from ..fileio import atomic_write_json
 from ..losses import input_gradient
@@ -44,7 +46,7 @@ __all__ = ["ATTACKS", "SUITES", "L2_SCALE", "DEFAULT_EPS", "DEFAULT_ATTACKS", "F
 
 #: attacks by name -> (norm, iterative?)
 ATTACKS = {"fgsm": ("linf", False), "pgd": ("linf", True), "pgd-l2": ("l2", True),
-           "autoattack": ("linf", True)}
+           "autoattack": ("linf", True), "square": ("linf", True)}
 L2_SCALE = 7.0
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 #: the attacks of each suite
@@ -99,6 +101,9 @@ def _run_one(name, params, x, y, *, eps, steps, rng, predict_fn, l2_scale):
     radius = eps if norm == "linf" else l2_radius(eps, l2_scale)
     if not iterative:
         res = fgsm(params, x, y, eps=radius, norm=norm, predict_fn=predict_fn)
+    elif name == "square":      # gradient-free: a restart is a new random search
+        res = square(params, x, y, eps=radius, norm=norm, queries=5000, p_init=0.8, restarts=1,
+                     rng=rng, predict_fn=predict_fn)
     else:
         res = pgd(params, x, y, eps=radius, steps=steps, step_size=pgd_step_size(radius, steps),
                   norm=norm, random_start=True, restarts=1, rng=rng, predict_fn=predict_fn)
@@ -347,9 +352,12 @@ def _doubled_steps(params, x, y, report, steps, seed, predict_fn, batch_size, l2
     iterative = [a for a in report["attacks"] if ATTACKS[a][1]]
     if not iterative:
         return None
-    if iterative == ["autoattack"]:
-        return _doubled_apgd(params, x, y, report, seed, predict_fn, batch_size)
-    a = "pgd" if "pgd" in iterative else iterative[0]
+    stepped = [a for a in ("pgd", "pgd-l2") if a in iterative]     # attacks with a step count
+    if not stepped:
+        if "autoattack" in iterative:
+            return _doubled_apgd(params, x, y, report, seed, predict_fn, batch_size)
+        return None
+    a = stepped[0]
     ai = report["attacks"].index(a)
     cands = [(abs(r["first_restart_accuracy"][a] - 0.5), ei) for ei, r in enumerate(report["results"])
              if r["eps"] > 0]
