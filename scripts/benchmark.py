@@ -57,7 +57,11 @@ import platform
 import sys
 import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# this folder holds profile.py, which would shadow the standard library's profile module
+# (PyTorch imports cProfile): keep the folder off the import path, the project root on it
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+ROOT = os.path.join(_HERE, os.pardir)
 sys.path.insert(0, ROOT)
 
 #: ratio targets (scratchadv / PyTorch) from the project's issues

@@ -35,7 +35,11 @@ import time
 
 import numpy as onp
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# this folder holds profile.py, which would shadow the standard library's profile module
+# (PyTorch imports cProfile): keep the folder off the import path, the project root on it
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.join(_HERE, os.pardir))
 
 from scratchadv.attacks import cw_l2, deepfool  # noqa: E402
 from scratchadv.checkpoint import load_model  # noqa: E402

@@ -62,3 +62,18 @@ def test_readme_robustness_tables_are_the_committed_results():
     merged = ca.merge(runs)
     assert all("ours" in m and "theirs" in m and m["n"] == 1000 for m in merged.values())
     assert marked_block(text, ca.MARK_BEGIN, ca.MARK_END, "README") == ca.format_table(merged)
+
+
+def test_readme_benchmark_table_is_the_committed_results():
+    """The performance table is benchmark.py's formatting of results/benchmark.json."""
+    import json
+
+    from conftest import load_script
+    from scratchadv.fileio import marked_block
+    bm = load_script("benchmark")
+    root = os.path.dirname(README)
+    with open(os.path.join(root, "results", "benchmark.json"), encoding="utf-8") as f:
+        combined = json.load(f)
+    assert combined["threads"] == [1, 2]
+    text = open(README, encoding="utf-8").read()
+    assert marked_block(text, bm.MARK_BEGIN, bm.MARK_END, "README") == bm.format_markdown(combined)
