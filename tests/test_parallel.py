@@ -16,8 +16,8 @@ from scratchadv.checkpoint import CheckpointError
 from scratchadv.evaluate import evaluate_model
 from scratchadv.model import ARCHITECTURES, init_params, predict
 from scratchadv.parallel import BLAS_THREAD_VARS, Workers, check_workers, portable, split_evenly
+from test_autoattack import N, data, params  # noqa: F401  (the same small model and images)
 
-N = 12
 BREAK = "SCRATCHADV_TEST_BREAK"       # a file: while it exists, cheap_fab raises
 
 
@@ -48,19 +48,6 @@ def environment(shared, var):
 
 def scaled(shared, i):
     return shared["a"][i] * shared["k"]
-
-
-@pytest.fixture(scope="module")
-def params():
-    r = np.random.default_rng(0)
-    p = {k: v.astype(np.float64) for k, v in init_params(3).items()}
-    return {k: (v + 0.05 * r.standard_normal(v.shape) if k.endswith("bias") else v) for k, v in p.items()}
-
-
-@pytest.fixture(scope="module")
-def data(params):
-    x = tiny_images(N, seed=4, dtype=np.float64)
-    return x, np.argmax(predict(params, x), 1).astype(np.int64)
 
 
 def test_split_evenly_covers_in_order_with_sizes_differing_by_one():
