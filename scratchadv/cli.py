@@ -126,7 +126,7 @@ def _run_train(args):
     if args.workers != 1 and args.defense not in ("pgd", "trades"):
         raise ValueError("--workers: only used by --defense pgd|trades (their attack is what it "
                          "spreads over processes)")
-    check_int(args.workers, "--workers", minimum=1, maximum=64)
+    _check_workers_flag(args)
     plan = plan_training(args.architecture, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, seed=args.seed, defense=args.defense,
                          defense_options=defense_opts, notes=notes, workers=args.workers)
@@ -299,6 +299,13 @@ def _run_gradcheck(args):
     return 1 if failed else 0
 
 
+def _check_workers_flag(args):
+    """--workers: an integer from 1 to the library's limit (the error names the flag)."""
+    from .parallel import MAX_WORKERS
+    from .validate import check_int
+    return check_int(args.workers, "--workers", minimum=1, maximum=MAX_WORKERS)
+
+
 # --- evaluate / compare ----------------------------------------------------
 
 def _add_eval_options(p):
@@ -329,13 +336,12 @@ def _add_eval_options(p):
 
 def _eval_settings(args):
     from .evaluate import ATTACKS, DEFAULT_EPS, L2_SCALE, SUITES
-    from .parallel import check_workers
     from .validate import check_float, check_int
     check_int(args.n, "--n", minimum=1, maximum=10000)
     check_int(args.steps, "--steps", minimum=1)
     check_int(args.restarts, "--restarts", minimum=1)
     check_int(args.seed, "--seed", minimum=0)
-    check_workers(args.workers)
+    _check_workers_flag(args)
     names = ",".join(SUITES[args.suite]) if args.attacks is None else args.attacks
     attacks = [a.strip() for a in names.split(",") if a.strip()]
     for a in attacks:
@@ -628,7 +634,7 @@ def _run_attack(args):
         check_int(args.queries, "--queries", minimum=1)
     if args.binary_steps is not None:
         check_int(args.binary_steps, "--binary-steps", minimum=1)
-    check_int(args.workers, "--workers", minimum=1, maximum=64)
+    _check_workers_flag(args)
     eps = args.eps if args.eps is not None else (0.3 if args.norm == "linf" else 2.0)
     check_float(eps, "--eps", minimum=0)
     check_writable(args.metrics, "--metrics")
@@ -832,7 +838,7 @@ def _run_demo(args):
     from .train import TrainingInterrupted
     from .validate import check_int
     check_int(args.seed, "--seed", minimum=0)
-    check_int(args.workers, "--workers", minimum=1, maximum=64)
+    _check_workers_flag(args)
     check_writable(os.path.join(args.out, "results.json"), "--out")
     check_writable(os.path.join(args.cache or default_cache_dir(), "probe.npz"), "--cache")
     argv = ["scratchadv demo", "--out", args.out] + (["--quick"] if args.quick else []) \

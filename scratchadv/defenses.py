@@ -101,7 +101,7 @@ __all__ = ["DEFENSES", "DEFAULTS", "LARGE_EPS", "LARGE_EPS_DEFAULTS", "LARGE_EPS
            "pgd_linf_max_loss", "eps_at_epoch", "adversarial_batch_transform",
            "gradreg_loss_fn", "trades_kl", "trades_loss", "trades_linf_max_kl",
            "trades_batch_transform", "trades_loss_fn", "robust_accuracy", "robust_selection",
-           "make_defense"]
+           "make_defense", "BatchTransform", "join_parts"]
 
 DEFENSES = ("none", "pgd", "gradreg", "trades")
 
@@ -256,6 +256,17 @@ def _pgd_transform(params, xb, yb, rng, epoch, *, eps, pgd_steps, pgd_step_size,
     return out, yb
 
 
+def join_parts(outputs, paired=False):
+    """The (xb', yb') of a batch from the [(xb_i', yb_i')] of its consecutive parts:
+    concatenated, or with ``paired`` (each part: its images, then as many partners) all
+    the parts' first halves, then all their second halves."""
+    def join(arrays):
+        if not paired:
+            return onp.concatenate(arrays)
+        return onp.concatenate([a[:len(a) // 2] for a in arrays] + [a[len(a) // 2:] for a in arrays])
+    return tuple(join([o[k] for o in outputs]) for k in (0, 1))
+
+
 class BatchTransform:
     """A defense's ``batch_transform(params, xb, yb, rng, epoch) -> (xb', yb')`` for :func:`fit`.
 
@@ -276,12 +287,7 @@ class BatchTransform:
 
     def combine(self, outputs):
         """[(xb_i', yb_i')] of consecutive parts -> the (xb', yb') of the whole batch."""
-        if not self.paired:
-            return tuple(onp.concatenate([o[k] for o in outputs]) for k in (0, 1))
-        halves = [(o[k][:len(o[k]) // 2], o[k][len(o[k]) // 2:]) for o in outputs for k in (0, 1)]
-        xs, ys = halves[0::2], halves[1::2]
-        return (onp.concatenate([h[0] for h in xs] + [h[1] for h in xs]),
-                onp.concatenate([h[0] for h in ys] + [h[1] for h in ys]))
+        return join_parts(outputs, paired=self.paired)
 
     def __repr__(self):
         return f"BatchTransform({self.fn.__name__}, {', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"

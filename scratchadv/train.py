@@ -30,7 +30,7 @@ from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
 from .data import data_fingerprint
-from .defenses import make_defense
+from .defenses import join_parts, make_defense
 from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, get_architecture, predict
 from .ops import cross_entropy
 from .optim import Optimizer, get_optimizer, rmsprop
@@ -250,10 +250,7 @@ def _transform_in_parts(pool, transform, params, xb, yb, key, epoch):
     parts = split_evenly(onp.arange(len(xb)), pool.workers)
     tasks = [(params, xb[j], yb[j], (*key, i), epoch) for i, j in enumerate(parts)]
     outputs = list(pool.map(_transform_part, tasks))
-    combine = getattr(transform, "combine", None)
-    if combine is None:
-        return tuple(onp.concatenate([o[k] for o in outputs]) for k in (0, 1))
-    return combine(outputs)
+    return getattr(transform, "combine", join_parts)(outputs)
 
 
 def _transform_part(shared, params, xb, yb, key, epoch):

@@ -232,19 +232,22 @@ def autoattack(params, x, y, *, eps, norm="linf", attacks=STANDARD, seed=0, pred
                 if bar is not None:
                     bar.set_postfix(attack=name, robust=int(st.robust.sum()))
                 n_batches = -(-len(st.todo) // batch_size)
-                tasks = [(name, j, key) for b in range(st.b, n_batches)
-                         for j, key in _parts(st.todo[b * batch_size:(b + 1) * batch_size],
-                                              seed, st.k, b, workers)]
+                batch_of, tasks = [], []
+                for b in range(st.b, n_batches):
+                    for j, key in _parts(st.todo[b * batch_size:(b + 1) * batch_size],
+                                         seed, st.k, b, workers):
+                        batch_of.append(b)
+                        tasks.append((name, j, key))
                 for i, (turned, x_turned, steps_turned, seconds) in \
                         enumerate(pool.map(_attack_part, tasks)):
-                    _, j, key = tasks[i]
+                    j = tasks[i][1]
                     st.robust[j[turned]] = False
                     st.x_adv[j[turned]] = x_turned
                     st.fooled_by[j[turned]] = st.k
                     st.steps[j[turned]] = steps_turned
                     st.seconds[name] = st.seconds.get(name, 0.0) + seconds
-                    if i + 1 == len(tasks) or tasks[i + 1][2][2] != key[2]:
-                        st.b = key[2] + 1          # batch done: all its parts are in
+                    if batch_of[i + 1:i + 2] != [batch_of[i]]:    # the batch's last part is in
+                        st.b = batch_of[i] + 1
                         if state_path is not None:
                             st.save(state_path, config)
                 st.after[name] = float(st.robust.mean())

@@ -150,7 +150,8 @@ def section_untargeted(ctx):
     ne = s["eval_n"]
     report = evaluate_model(params, x_te[:ne], y_te[:ne], predict_fn=predict_fn, eps_list=s["eval_eps"],
                             attacks=("fgsm", "pgd"), steps=s["eval_steps"], restarts=s["eval_restarts"],
-                            seed=ctx["seed"], checks=True, verbose=ctx["verbose"], name="natural", workers=ctx.get("workers", 1))
+                            seed=ctx["seed"], checks=True, verbose=ctx["verbose"], name="natural",
+                            workers=ctx.get("workers", 1))
     ctx["reports"]["natural"] = report
     atomic_write_json(_figure(ctx, "evaluation-natural.json"), report)
     plot_report(report, _figure(ctx, figs[2]))
@@ -372,7 +373,8 @@ def _autoattack_report(ctx, name):
         n = s["aa_n"]
         done[name] = evaluate_model(params, ctx["x_test"][:n], ctx["y_test"][:n], predict_fn=predict_fn,
                                     eps_list=[s["aa_eps"]], suite="autoattack", seed=ctx["seed"],
-                                    checks=True, verbose=ctx["verbose"], name=f"{name} (AutoAttack)", workers=ctx.get("workers", 1))
+                                    checks=True, verbose=ctx["verbose"], name=f"{name} (AutoAttack)",
+                                    workers=ctx.get("workers", 1))
         atomic_write_json(_figure(ctx, f"evaluation-{name}-autoattack.json"), done[name])
     return done[name]
 

@@ -18,11 +18,12 @@ standard) and ``"autoattack"`` (FGSM and the standard AutoAttack,
 stays for the "iterative beats single-step" check). The ``autoattack`` column is the
 ensemble's robust accuracy; each row also records the accuracy left after each of its four
 attacks (``autoattack_after``), the images each turned, its closing check and its Square
-warning. ``square`` (not in a suite) is the Square Attack alone (5000 queries, p_init 0.8),
+warning. ``square`` (in no suite) is the Square Attack alone (5000 queries, p_init 0.8),
 each restart a new random search on the images still correct: added to the autoattack
-suite with restarts, it tests a Square warning further. With ``state_dir`` a long evaluation is resumable: each finished (eps, attack) is
-written there atomically, AutoAttack's own state after every batch, and ``resume=True``
-continues, ending with exactly the result of an uninterrupted run.
+suite with restarts, it follows up a Square warning. With ``state_dir`` a long evaluation
+is resumable: each finished (eps, attack) is written there atomically, AutoAttack's own
+state after every batch, and ``resume=True`` continues, ending with exactly the result of
+an uninterrupted run.
 """
 import json
 import os
