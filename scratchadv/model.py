@@ -175,13 +175,28 @@ def param_specs(layers, input_shape=INPUT_SHAPE):
     return specs
 
 
+def _pool_before_relu(layers):
+    """``layers`` with each Relu, MaxPool pair run as MaxPool, Relu: the same function.
+
+    max and relu commute exactly (max(relu(a), relu(b)) = relu(max(a, b)), no rounding
+    in either), and so do their gradients: where a window's maximum is positive both
+    orders send the gradient to its first maximal entry, elsewhere both send 0. Pooling
+    first lets ReLU and its gradient touch a quarter of the values.
+    """
+    out = list(layers)
+    for i in range(len(out) - 1):
+        if type(out[i]) is Relu and type(out[i + 1]) is MaxPool:
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
 def forward(layers):
     """The pure ``predict(params, x)`` of ``layers``: each layer's op, in order.
 
     The ops are those of :mod:`scratchadv.ops`, so the function is differentiable to
     any order; x is (N, *input shape) and the dtype of x is kept.
     """
-    steps = tuple(functools.partial(_rule(layer)[1], layer) for layer in layers)
+    steps = tuple(functools.partial(_rule(layer)[1], layer) for layer in _pool_before_relu(layers))
 
     def predict(params, x):
         h = x

@@ -30,6 +30,8 @@ import autograd.numpy as np
 from autograd.extend import primitive, defvjp
 from autograd.tracer import getval, isbox
 
+from .threads import get_threads, map_groups
+
 __all__ = [
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad",
     "maxpool2d", "relu", "dense", "flatten", "log_softmax", "cross_entropy",
@@ -53,14 +55,17 @@ __all__ = [
 #
 # Chunks. The full patch matrix is 25x the size of its input (8-12 MB for a batch of
 # 128) and would travel through main memory several times. It is built for a few
-# images at a time (about _CHUNK_BYTES, well inside the L2 cache) and consumed at once.
+# images at a time (about _CHUNK_BYTES, well inside the L2 cache) and consumed at once,
+# by ONE matrix product per chunk: the chunk's images sit side by side as columns
+# (n, l), so BLAS sees a few large products instead of one small product per image
+# (which cost 2-4x more in packing and call overhead, the more so without a small-matrix
+# kernel). Chunks are independent, which is what :mod:`scratchadv.threads` shares out.
 #
-# Kernel-column unfolds. The two adjoints do not need the full patch matrix: unfolding
-# along kernel columns only (kw shifted copies, 5x instead of 25x) leaves the kernel
-# rows as offsets i*W into it, handled by strided views (weight gradient) or by kh
-# shifted adds (input gradient).
+# Kernel-column unfolds. The input gradient does not need the full patch matrix:
+# unfolding g along kernel columns only (kw shifted copies, 5x instead of 25x) leaves
+# the kernel rows as kh shifted adds into dx.
 
-_CHUNK_BYTES = 1 << 20
+_CHUNK_BYTES = 1 << 21
 
 
 def _geometry(x_shape, kh, kw):
@@ -71,29 +76,51 @@ def _geometry(x_shape, kh, kw):
 
 
 def _chunks(n, item_bytes):
-    """(step, [(start, stop), ...]): n images in chunks of about _CHUNK_BYTES of patches.
+    """(step, [(start, stop), ...]): n images in chunks of about _CHUNK_BYTES of work space.
 
-    ``step`` (the largest chunk, >= 1 even for n = 0) sizes the reusable buffers.
+    ``step`` (the largest chunk, >= 1 even for n = 0) sizes the buffers. The cut depends
+    on the shapes only, never on the thread count.
     """
     step = max(1, min(n, _CHUNK_BYTES // max(1, item_bytes)))
     return step, [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
 def _unfold(x, kh, kw, buf):
-    """Patch matrix (m, kh*kw*C, L) of x: (m, C, H, W) contiguous, rows ordered (i, j, c).
+    """Patch matrix (kh*kw*C, m*L) of x: (m, C, H, W) contiguous, rows ordered (i, j, c).
 
-    cols[n, (i, j, c), l] = x[n, c].flat[i*W + j + l], written into ``buf`` (reused
-    across chunks). ``as_strided`` is used only here, inside primitives, where
-    autograd never sees it.
+    cols[(i, j, c), n*L + l] = x[n, c].flat[i*W + j + l], written into the flat
+    buffer ``buf`` (reused across chunks). ``as_strided`` is used only inside these
+    primitives, where autograd never sees it.
     """
     m, c = x.shape[:2]
     _, w, _, L = _geometry(x.shape, kh, kw)
     s0, s1, _, s3 = x.strides
     win = onp.lib.stride_tricks.as_strided(
-        x, shape=(m, kh, kw, c, L), strides=(s0, w * s3, s3, s1, s3), writeable=False)
-    cols = buf[:m]
-    onp.copyto(cols.reshape(win.shape), win)
-    return cols
+        x, shape=(kh, kw, c, m, L), strides=(w * s3, s3, s1, s0, s3), writeable=False)
+    cols = buf[:win.size].reshape(win.shape)
+    onp.copyto(cols, win)
+    return cols.reshape(kh * kw * c, m * L)
+
+
+def _pixels(flat, m, ho, w, wo, L, o):
+    """View (m, H', W', o) of the (m*L, o) rows of a chunk product (wrap columns skipped)."""
+    s = flat.itemsize
+    return onp.lib.stride_tricks.as_strided(
+        flat, shape=(m, ho, wo, o), strides=(L * o * s, w * o * s, o * s, s), writeable=False)
+
+
+def _flat_rows(g, w, L, buf):
+    """(o, m*L) flat-row form of g: (m, o, H', W'): g[n, o, p, q] at column n*L + p*W + q,
+    zeros in the wrap-around columns. Written into the flat buffer ``buf``."""
+    m, o, ho, wo = g.shape
+    s = buf.itemsize
+    rows = buf[:o * m * L]
+    if wo < w and ho > 1:
+        onp.lib.stride_tricks.as_strided(
+            rows[wo:], shape=(o, m, ho - 1, w - wo), strides=(m * L * s, L * s, w * s, s))[...] = 0
+    onp.lib.stride_tricks.as_strided(
+        rows, shape=(o, m, ho, wo), strides=(m * L * s, L * s, w * s, s))[...] = g.transpose(1, 0, 2, 3)
+    return rows.reshape(o, m * L)
 
 
 def _w_rows(w, dtype):
@@ -118,13 +145,12 @@ def conv2d(x, w):
     y[n, o, p, q] = sum_{c, i, j} w[o, c, i, j] * x[n, c, p + i, q + j]
     (PyTorch ``F.conv2d`` / Keras ``Conv2D(padding='valid')`` without bias.)
 
-    Per chunk: one batched matmul (L, K) @ (K, O) written straight into the output
-    buffer. Output pixels are the matmul's rows: BLAS then computes every pixel with
-    the same instruction sequence, so identical patches (saturated strokes, blank
-    background) give bit-identical outputs and pooling sees the same ties as PyTorch.
-    (With pixels as columns, OpenBLAS rounds the last columns differently.)
-    Each chunk's (m, L, O) result is transposed into the (N, O, H', W') output while
-    it is still in cache, dropping the wrap-around columns on the way.
+    Per chunk: one matmul (m*L, K) @ (K, O). Output pixels are the matmul's rows: BLAS
+    then computes every pixel with the same instruction sequence, so identical patches
+    (saturated strokes, blank background) give bit-identical outputs and pooling sees
+    the same ties as PyTorch. (With pixels as columns, OpenBLAS rounds the last columns
+    differently.) Each chunk's rows are transposed into the (N, O, H', W') output while
+    they are still in cache, dropping the wrap-around columns on the way.
     """
     _check_conv(x.shape, w.shape)
     x = onp.ascontiguousarray(x)
@@ -134,14 +160,19 @@ def conv2d(x, w):
     dt = onp.result_type(x, w)
     w2t = _w_rows(w, dt).T
     k = w2t.shape[0]
-    step, chunks = _chunks(n, k * L * x.itemsize)
-    buf = onp.empty((step, k, L), dtype=x.dtype)
-    rows = onp.empty((step, ho * wd, o), dtype=dt)
+    step, chunks = _chunks(n, (k * x.itemsize + o * onp.dtype(dt).itemsize) * L)
     y = onp.empty((n, o, ho, wo), dtype=dt)
-    for a, b in chunks:
-        r = rows[:b - a]
-        onp.matmul(_unfold(x[a:b], kh, kw, buf).transpose(0, 2, 1), w2t, out=r[:, :L])
-        y[a:b] = r.reshape(b - a, ho, wd, o)[:, :, :wo].transpose(0, 3, 1, 2)
+
+    def work(group):
+        buf = onp.empty(k * step * L, dtype=x.dtype)
+        rows = onp.empty(step * L * o, dtype=dt)
+        for a, b in group:
+            r = rows[:(b - a) * L * o]
+            onp.matmul(_unfold(x[a:b], kh, kw, buf).T, w2t, out=r.reshape(-1, o))
+            y[a:b] = _pixels(r, b - a, ho, wd, wo, L, o).transpose(0, 3, 1, 2)
+        return group
+
+    map_groups(work, chunks)
     return y
 
 
@@ -152,30 +183,41 @@ def conv2d_input_grad(g, w, x_shape):
     g: (N, O, H', W'); w: (O, C, kh, kw); x_shape: (N, C, H, W)  ->  (N, C, H, W).
     dx[n, c, p + i, q + j] += sum_o w[o, c, i, j] * g[n, o, p, q]  ("full" correlation).
 
-    Computed without the (N, kh*kw*C, L) patch matrix: g is unfolded along kernel
-    columns only (kw copies of g, shifted by j), one batched matmul with
-    K = kw*O contracts (j, o), and the kh kernel rows are kh shifted adds into dx.
+    Computed without the (N, kh*kw*C, L) patch matrix: per chunk, g is unfolded along
+    kernel columns only (kw copies of g, shifted by j), one matmul with K = kw*O
+    contracts (j, o), and the kh kernel rows are kh shifted adds into dx.
     """
     _check_conv(x_shape, w.shape)
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     ho, _, wo, L = _geometry(x_shape, kh, kw)
     lp = L + kw - 1
+    pad = kw - 1 + ho * wd
     dt = onp.result_type(g, w)
     # wt[(i, c), (j', o)] = w[o, c, i, kw-1-j']: the j-reversal turns the shifts into reads.
     wt = onp.ascontiguousarray(w[:, :, :, ::-1].transpose(2, 1, 3, 0), dtype=dt).reshape(kh * c, kw * o)
-    # gp[n, o, kw-1 + l] = flat-row g (zeros in wrap-around columns and in front)
-    gp = onp.zeros((n, o, kw - 1 + ho * wd), dtype=g.dtype)
-    gp[:, :, kw - 1:].reshape(n, o, ho, wd)[:, :, :, :wo] = g
-    s0, s1, s2 = gp.strides
-    # gj[n, j', o, t] = gp[n, o, j' + t]
-    gj = onp.lib.stride_tricks.as_strided(gp, shape=(n, kw, o, lp), strides=(s0, s2, s1, s2),
-                                          writeable=False)
+    step, chunks = _chunks(n, (o * pad + kw * o * lp) * g.itemsize + kh * c * lp * onp.dtype(dt).itemsize)
     dx = onp.zeros((n, c, h * wd), dtype=dt)
-    for a, b in _chunks(n, kw * o * lp * onp.dtype(dt).itemsize)[1]:
-        part = onp.matmul(wt, gj[a:b].reshape(b - a, kw * o, lp)).reshape(b - a, kh, c, lp)
-        for i in range(kh):
-            dx[a:b, :, i * wd:i * wd + lp] += part[:, i]
+
+    def work(group):
+        # gp[n, o, kw-1 + l] = flat-row g (zeros in wrap-around columns and in front),
+        # zeroed once: every chunk writes the same positions
+        gp = onp.zeros((step, o, pad), dtype=g.dtype)
+        gj = onp.empty(kw * o * step * lp, dtype=g.dtype)
+        s = gp.itemsize
+        for a, b in group:
+            m = b - a
+            gp[:m, :, kw - 1:].reshape(m, o, ho, wd)[:, :, :, :wo] = g[a:b]
+            # gj[j', o, n, t] = gp[n, o, j' + t]
+            cols = gj[:kw * o * m * lp].reshape(kw, o, m, lp)
+            onp.copyto(cols, onp.lib.stride_tricks.as_strided(
+                gp, shape=(kw, o, m, lp), strides=(s, pad * s, o * pad * s, s), writeable=False))
+            part = onp.matmul(wt, cols.reshape(kw * o, m * lp)).reshape(kh, c, m, lp)
+            for i in range(kh):
+                dx[a:b, :, i * wd:i * wd + lp] += part[i].transpose(1, 0, 2)
+        return group
+
+    map_groups(work, chunks)
     return dx.reshape(x_shape)
 
 
@@ -186,29 +228,28 @@ def conv2d_weight_grad(g, x, w_shape):
     g: (N, O, H', W'); x: (N, C, H, W); w_shape: (O, C, kh, kw)  ->  (O, C, kh, kw).
     dw[o, c, i, j] = sum_{n, p, q} g[n, o, p, q] * x[n, c, p + i, q + j]
 
-    x is unfolded along kernel columns only (kw shifted copies); kernel row i is then
-    a strided view of it at offset i*W, contracted with g by one batched matmul.
+    Per chunk: the patch matrix (as in the forward pass) and g in flat rows, contracted
+    over (n, l) by one matmul (O, m*L) @ (m*L, K). The chunks' sums are added in chunk
+    order, so the result does not depend on the thread count.
     """
     _check_conv(x.shape, w_shape)
     x = onp.ascontiguousarray(x)
     o, c, kh, kw = w_shape
     n, _, h, wd = x.shape
     ho, _, wo, L = _geometry(x.shape, kh, kw)
-    t = h * wd - kw + 1
-    gr = onp.empty((n, o, ho, wd), dtype=g.dtype)
-    gr[:, :, :, :wo] = g
-    gr[:, :, :, wo:] = 0
-    gr = gr.reshape(n, o, ho * wd)[:, :, :L]
-    s0, s1, _, s3 = x.strides
-    # xj[n, j, c, t] = x[n, c].flat[j + t]
-    xj = onp.lib.stride_tricks.as_strided(x, shape=(n, kw, c, t), strides=(s0, s3, s1, s3),
-                                          writeable=False)
-    dw = onp.zeros((kh, o, kw * c), dtype=onp.result_type(g, x))
-    for a, b in _chunks(n, kw * c * t * x.itemsize)[1]:
-        xc = onp.ascontiguousarray(xj[a:b]).reshape(b - a, kw * c, t)
-        for i in range(kh):
-            dw[i] += onp.matmul(gr[a:b], xc[:, :, i * wd:i * wd + L].transpose(0, 2, 1)).sum(axis=0)
-    return onp.ascontiguousarray(dw.reshape(kh, o, kw, c).transpose(1, 3, 0, 2))
+    k = kh * kw * c
+    step, chunks = _chunks(n, (k * x.itemsize + o * g.itemsize) * L)
+
+    def work(group):
+        buf = onp.empty(k * step * L, dtype=x.dtype)
+        gbuf = onp.empty(o * step * L, dtype=g.dtype)
+        return [onp.matmul(_flat_rows(g[a:b], wd, L, gbuf), _unfold(x[a:b], kh, kw, buf).T)
+                for a, b in group]
+
+    dw = onp.zeros((o, k), dtype=onp.result_type(g, x))
+    for part in map_groups(work, chunks):
+        dw += part
+    return onp.ascontiguousarray(dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
 
 
 # conv2d is bilinear in (x, w); each adjoint is bilinear in its two array arguments.
@@ -231,10 +272,29 @@ defvjp(conv2d_weight_grad,
 
 _OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))   # row-major order inside a window
 
+#: element-wise passes over fewer bytes than this stay on the calling thread
+_SPLIT_MIN_BYTES = 1 << 18
+
+
+def _over_images(fn, n, nbytes):
+    """``fn(a, b)`` on consecutive image ranges covering 0..n: one range per thread
+    (:mod:`scratchadv.threads`) when the pass touches at least _SPLIT_MIN_BYTES, else
+    one range. For element-wise passes, whose results do not depend on the cut."""
+    t = max(1, min(get_threads(), n)) if nbytes >= _SPLIT_MIN_BYTES else 1
+    parts = [(n * i // t, n * (i + 1) // t) for i in range(t)]
+    map_groups(lambda group: [fn(a, b) for a, b in group], parts)
+
 
 def _window_max(x):
-    a, b, c, d = (x[:, :, i::2, j::2] for i, j in _OFFSETS)
-    return onp.maximum(onp.maximum(a, b), onp.maximum(c, d))
+    n, c, h, w = x.shape
+    m = onp.empty((n, c, h // 2, w // 2), dtype=x.dtype)
+
+    def part(a, b):
+        tl, tr, bl, br = (x[a:b, :, i::2, j::2] for i, j in _OFFSETS)
+        onp.maximum(onp.maximum(tl, tr), onp.maximum(bl, br), out=m[a:b])
+
+    _over_images(part, n, x.nbytes)
+    return m
 
 
 def _max_and_masks(x):
@@ -246,16 +306,20 @@ def _max_and_masks(x):
     """
     m = _window_max(x)
     masks = onp.empty((4,) + m.shape, dtype=bool)
-    taken = None
-    for k, (i, j) in enumerate(_OFFSETS[:3]):
-        mk = masks[k]
-        onp.equal(x[:, :, i::2, j::2], m, out=mk)
-        if taken is None:
-            taken = mk.copy()
-        else:
-            mk &= ~taken
-            taken |= mk
-    onp.logical_not(taken, out=masks[3])
+
+    def part(a, b):
+        taken = None
+        for k, (i, j) in enumerate(_OFFSETS[:3]):
+            mk = masks[k, a:b]
+            onp.equal(x[a:b, :, i::2, j::2], m[a:b], out=mk)
+            if taken is None:
+                taken = mk.copy()
+            else:
+                mk &= ~taken
+                taken |= mk
+        onp.logical_not(taken, out=masks[3, a:b])
+
+    _over_images(part, len(x), x.nbytes)
     return m, masks
 
 
@@ -289,17 +353,27 @@ def _pool_scatter(g, masks):
     """Route g: (N, C, H/2, W/2) to the first-max positions -> (N, C, H, W)."""
     n, c, h, w = g.shape
     out = onp.empty((n, c, 2 * h, 2 * w), dtype=g.dtype)
-    for mk, (i, j) in zip(masks, _OFFSETS):
-        onp.multiply(g, mk, out=out[:, :, i::2, j::2])
+
+    def part(a, b):
+        for mk, (i, j) in zip(masks, _OFFSETS):
+            onp.multiply(g[a:b], mk[a:b], out=out[a:b, :, i::2, j::2])
+
+    _over_images(part, n, out.nbytes)
     return out
 
 
 @primitive
 def _pool_gather(h, masks):
     """Read h: (N, C, H, W) at the first-max positions -> (N, C, H/2, W/2)."""
-    out = h[:, :, 0::2, 0::2] * masks[0]
-    for mk, (i, j) in zip(masks[1:], _OFFSETS[1:]):
-        out += h[:, :, i::2, j::2] * mk
+    n, c, hh, w = h.shape
+    out = onp.empty((n, c, hh // 2, w // 2), dtype=onp.result_type(h.dtype, masks.dtype))
+
+    def part(a, b):
+        onp.multiply(h[a:b, :, 0::2, 0::2], masks[0, a:b], out=out[a:b])
+        for mk, (i, j) in zip(masks[1:], _OFFSETS[1:]):
+            out[a:b] += h[a:b, :, i::2, j::2] * mk[a:b]
+
+    _over_images(part, n, h.nbytes)
     return out
 
 

@@ -10,7 +10,8 @@ over a list of tasks in ``workers`` processes and returns the results in task or
 - ``workers>1`` starts that many processes (the ``spawn`` method, the same on every
   platform and safe with a BLAS thread pool in the parent), each with
   ``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1`` set before NumPy loads in
-  it, so ``workers`` processes use ``workers`` cores. What every task needs (weights,
+  it (and ``SCRATCHADV_THREADS=1``, :mod:`scratchadv.threads`), so ``workers`` processes
+  use ``workers`` cores. What every task needs (weights,
   images) is sent once, when the workers start; a task carries only its indices.
 - The task function is called as ``fn(shared, *task)`` in both cases, so one code path
   gives both results. Everything sent must pickle: model functions are sent as their
@@ -26,11 +27,14 @@ import pickle
 import signal
 from concurrent.futures import ProcessPoolExecutor
 
+from .threads import ENV_VAR as THREADS_VAR    # scratchadv's own thread count, also 1 in a worker
+
 __all__ = ["Workers", "check_workers", "portable", "split_evenly"]
 
 #: variables that fix a BLAS's thread count when it loads
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
 
 #: the most worker processes accepted (a typo like 200 should not fork-bomb a laptop)
 MAX_WORKERS = 64
@@ -77,8 +81,8 @@ class _pinned_blas:
     """Within the block, the environment says one BLAS thread (for processes started in it)."""
 
     def __enter__(self):
-        self.saved = {v: os.environ.get(v) for v in BLAS_THREAD_VARS}
-        for v in BLAS_THREAD_VARS:
+        self.saved = {v: os.environ.get(v) for v in BLAS_THREAD_VARS + (THREADS_VAR,)}
+        for v in self.saved:
             os.environ[v] = "1"
 
     def __exit__(self, *exc):
