@@ -25,4 +25,4 @@ Modules (data flows one way, top to bottom):
     demo/       the whole lecture as a report folder: settings, sections, report, run
     cli         the ``scratchadv`` command
 """
-__version__ = "0.1.1"
+__version__ = "0.2.0"

@@ -64,8 +64,8 @@ def cached_fit(name, architecture, x, y, *, cache, x_val=None, y_val=None, epoch
     ``(params, history, info)`` where info holds ``path``, ``key``, ``config`` (what the
     key was computed from), ``reused`` (bool), ``train_seconds`` (this call's training
     time; 0 when reused) and ``trained_seconds`` (the model's own training time, summed
-    over its epochs: also known when it was reused). ``workers``: processes for a pgd or
-    trades defense's attack (:func:`scratchadv.train.fit`); above 1 it is part of the
+    over its epochs: also known when it was reused). ``workers``: processes for
+    data-parallel training (:func:`scratchadv.train.fit`); above 1 it is part of the
     config, so of the key: such a model is another model.
     """
     plan = plan_training(architecture, epochs=epochs, batch_size=batch_size, seed=seed,

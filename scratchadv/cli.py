@@ -89,9 +89,10 @@ def _add_train(p):
                    help="pgd, trades: keep the last N training images out of training and save the "
                         "epoch's weights with the best PGD-10 accuracy on them (Rice et al. 2020)")
     d.add_argument("--workers", type=int, default=1,
-                   help="pgd, trades: processes the training attack runs in, one part of each batch "
-                        "each (default 1; 2 uses both cores of a 2-core machine; recorded in the "
-                        "model's config: the weights depend on it)")
+                   help="data-parallel training in this many processes, one part of each batch "
+                        "each (its attack too, with pgd/trades); default 1; 2 uses both cores of "
+                        "a 2-core machine; recorded in the model's config: the weights' rounding "
+                        "depends on it")
 
 
 @_add_train.run
@@ -123,9 +124,6 @@ def _run_train(args):
                              "(the selection attacks at the defense's eps)")
         check_int(args.holdout, "--holdout", minimum=1, maximum=(args.limit or 60000) - 1)
         notes["holdout"] = args.holdout
-    if args.workers != 1 and args.defense not in ("pgd", "trades"):
-        raise ValueError("--workers: only used by --defense pgd|trades (their attack is what it "
-                         "spreads over processes)")
     _check_workers_flag(args)
     plan = plan_training(args.architecture, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, seed=args.seed, defense=args.defense,

@@ -85,6 +85,8 @@ report), and it runs once per mini-batch, so its cost is the cost of training. I
 the attacks' geometry (:data:`scratchadv.attacks.geometry.LINF`: the inward-rounded box,
 the sign step) and step-size rule, not their loop.
 """
+import functools
+
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad
@@ -295,12 +297,14 @@ class BatchTransform:
 
 def gradreg_loss_fn(lam, predict_fn=predict):
     """``loss_fn(params, xb, yb)`` = mean CE + lam * mean_i ||d loss_i / d x_i||_2^2."""
+    from .parallel import portable
     lam = check_float(lam, "lam", minimum=0)
+    # a partial of a module-level function pickles: fit(..., workers=W) can send it
+    return functools.partial(_gradreg_loss, lam=lam, predict_fn=portable(predict_fn))
 
-    def loss_fn(params, xb, yb):
-        return gradient_regularized_loss(params, xb, yb, lam, predict_fn=predict_fn)
 
-    return loss_fn
+def _gradreg_loss(params, xb, yb, *, lam, predict_fn):
+    return gradient_regularized_loss(params, xb, yb, lam, predict_fn=predict_fn)
 
 
 # ---------------------------------------------------------------------------
@@ -391,16 +395,17 @@ def trades_loss_fn(beta, predict_fn=predict):
     xb: (2B, 1, 28, 28), the B clean images then their B adversarial images; yb: (2B,),
     the labels twice -> :func:`trades_loss` (CE on the clean half, beta * KL between them).
     """
+    from .parallel import portable
     beta = check_float(beta, "beta", minimum=0)
+    return functools.partial(_trades_pair_loss, beta=beta, predict_fn=portable(predict_fn))
 
-    def loss_fn(params, xb, yb):
-        n = len(xb) // 2
-        if len(xb) != 2 * n or not onp.array_equal(getval(yb)[:n], getval(yb)[n:]):
-            raise ValueError(f"xb, yb: expected a TRADES pair (B clean images, then B adversarial "
-                             f"ones, the labels twice), got {len(xb)} images")
-        return trades_loss(params, xb[:n], xb[n:], yb[:n], beta, predict_fn)
 
-    return loss_fn
+def _trades_pair_loss(params, xb, yb, *, beta, predict_fn):
+    n = len(xb) // 2
+    if len(xb) != 2 * n or not onp.array_equal(getval(yb)[:n], getval(yb)[n:]):
+        raise ValueError(f"xb, yb: expected a TRADES pair (B clean images, then B adversarial "
+                         f"ones, the labels twice), got {len(xb)} images")
+    return trades_loss(params, xb[:n], xb[n:], yb[:n], beta, predict_fn)
 
 
 # ---------------------------------------------------------------------------

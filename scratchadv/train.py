@@ -30,11 +30,11 @@ from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
 from .data import data_fingerprint
-from .defenses import join_parts, make_defense
+from .defenses import make_defense
 from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, get_architecture, predict
 from .ops import cross_entropy
 from .optim import Optimizer, get_optimizer, rmsprop
-from .parallel import Workers, check_workers, split_evenly
+from .parallel import Workers, check_workers, portable, split_evenly
 from .progress import Progress
 from .validate import check_images, check_int, check_labels, check_params
 
@@ -85,13 +85,15 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     (xb, yb)`` runs before each step (adversarial training replaces xb by attacks on the
     current params). ``checkpoint_path``: training-state file written each epoch and on
     interruption; with ``resume=True`` training continues from it. ``callbacks``:
-    functions ``cb(epoch, history, params)`` called after each epoch. ``workers``: processes
-    the batch transform runs in (:mod:`scratchadv.parallel`; the attack of adversarial
-    training and TRADES is most of their cost): each batch is cut into ``workers`` even parts,
-    part ``i`` transformed with ``default_rng([seed, epoch, batch, i])`` and the parts joined
-    by the transform's ``combine`` (concatenation for a plain function, which must then
-    work image by image and pickle). The weights then depend on ``workers``, so it is part
-    of the run's config, and a resumed run must use the same count.
+    functions ``cb(epoch, history, params)`` called after each epoch. ``workers``:
+    data-parallel training in that many processes (:mod:`scratchadv.parallel`): each batch
+    is cut into ``workers`` even parts; worker ``i`` transforms its part (with
+    ``default_rng([seed, epoch, batch, i])``) and takes the gradient of the loss on it;
+    the batch's gradient is the parts' gradients weighted by their share of the batch
+    (every loss here is a batch mean), added in part order. Mathematically the same
+    gradient, rounded differently: the weights depend on ``workers``, so it is part of
+    the run's config, and a resumed run must use the same count. ``loss_fn``,
+    ``batch_transform`` and ``predict_fn`` must then pickle (the defenses' do).
 
     history: dict of per-epoch lists ``loss``, ``accuracy`` (running means over the
     epoch's batches, as Keras reports), ``val_loss``, ``val_accuracy``, ``seconds``.
@@ -123,7 +125,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                   "n_train": n, "data": fingerprint}
     if config:
         run_config.update(config)
-    if workers > 1 and batch_transform is not None:     # the parts change the weights
+    if workers > 1:                                      # the parts change the rounding
         run_config["workers"] = workers
 
     params = {k: onp.array(v) for k, v in params.items()}
@@ -156,23 +158,14 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                 "architecture": architecture, "config": run_config, "epoch": epoch,
                 "batch": batch, "sums": sm, "history": hist})
 
-    step_grad = value_and_grad(loss_fn) if loss_fn is not None else None
-    seen = {}
-
-    def default_objective(p, xb, yb):
-        logits = predict_fn(p, xb)
-        seen["logits"] = getval(logits)
-        return cross_entropy(logits, yb)
-
-    default_grad = grad(default_objective)
-
     # st = (params, opt_state, epoch, next batch, sums) is replaced in one assignment after
     # every applied update, so an interrupt anywhere leaves a consistent position to save.
     zero = [0.0, 0, 0, 0.0]
     st = (params, opt_state, start_epoch, start_batch, sums if start_batch else list(zero))
     pool = None
-    if workers > 1 and batch_transform is not None:
-        pool = Workers(workers, {"transform": batch_transform})
+    if workers > 1:
+        pool = Workers(workers, {"transform": batch_transform, "loss_fn": loss_fn,
+                                 "predict_fn": portable(predict_fn)})
     try:
         for epoch in range(start_epoch, epochs):
             if st[2] != epoch:
@@ -186,29 +179,22 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                 idx = perm[batch * batch_size:(batch + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 if pool is not None:
-                    xb, yb = _transform_in_parts(pool, batch_transform, params, xb, yb,
-                                                 (seed, epoch, batch), epoch)
-                elif batch_transform is not None:
-                    xb, yb = batch_transform(params, xb, yb,
-                                             onp.random.default_rng([seed, epoch, batch]), epoch)
-                if step_grad is None:
-                    grads = default_grad(params, xb, yb)
-                    logits = seen.pop("logits")
-                    # cross_entropy of the stored logits = the loss just differentiated
-                    value = float(cross_entropy(logits, yb))
+                    value, grads, correct, count = _step_in_parts(pool, params, xb, yb,
+                                                                  (seed, epoch, batch), epoch)
                 else:
-                    value, grads = step_grad(params, xb, yb)
-                    value = float(value)
-                    logits = predict_fn(params, xb)
+                    if batch_transform is not None:
+                        xb, yb = batch_transform(params, xb, yb,
+                                                 onp.random.default_rng([seed, epoch, batch]), epoch)
+                    value, grads, logits = _value_grad_logits(loss_fn, predict_fn, params, xb, yb)
+                    correct, count = int(onp.sum(onp.argmax(logits, 1) == yb)), len(yb)
                 if not onp.isfinite(value) or not all(onp.all(onp.isfinite(g)) for g in grads.values()):
                     raise TrainingDiverged(
                         f"loss is {value} at epoch {epoch + 1}, batch {batch + 1}: training diverged "
                         f"(try a smaller learning rate (lr)); the last good state is kept"
                         + (f" in {checkpoint_path}" if checkpoint_path else ""))
-                correct = int(onp.sum(onp.argmax(logits, 1) == yb))
                 new_params, new_state = optimizer.update(params, grads, opt_state)
                 st = (new_params, new_state, epoch, batch + 1,
-                      [sums[0] + value * len(yb), sums[1] + correct, sums[2] + len(yb), sums[3]])
+                      [sums[0] + value * count, sums[1] + correct, sums[2] + count, sums[3]])
                 bar.update(1)
                 if batch % 10 == 0 or batch == nb - 1:
                     bar.set_postfix(loss=st[4][0] / st[4][2], acc=st[4][1] / st[4][2])
@@ -245,16 +231,46 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     return st[0], history
 
 
-def _transform_in_parts(pool, transform, params, xb, yb, key, epoch):
-    """The batch transform on ``pool.workers`` parts of the batch side by side, joined."""
+def _value_grad_logits(loss_fn, predict_fn, params, xb, yb):
+    """(loss, gradient w.r.t. params, logits) on one batch; ``loss_fn`` None: cross-entropy,
+    whose logits come from the same forward pass as the gradient."""
+    if loss_fn is not None:
+        value, grads = value_and_grad(loss_fn)(params, xb, yb)
+        return float(value), grads, predict_fn(params, xb)
+    seen = {}
+
+    def objective(p):
+        logits = predict_fn(p, xb)
+        seen["logits"] = getval(logits)
+        return cross_entropy(logits, yb)
+
+    grads = grad(objective)(params)
+    # cross_entropy of the stored logits = the loss just differentiated
+    return float(cross_entropy(seen["logits"], yb)), grads, seen["logits"]
+
+
+def _step_in_parts(pool, params, xb, yb, key, epoch):
+    """(loss, gradient, correct, count) of a batch from ``pool.workers`` parts side by side.
+
+    Each part's loss is a mean over its images, so the batch's is the parts' weighted by
+    their counts; the gradient likewise, summed in part order (deterministic).
+    """
     parts = split_evenly(onp.arange(len(xb)), pool.workers)
     tasks = [(params, xb[j], yb[j], (*key, i), epoch) for i, j in enumerate(parts)]
-    outputs = list(pool.map(_transform_part, tasks))
-    return getattr(transform, "combine", join_parts)(outputs)
+    outputs = list(pool.map(_part_step, tasks))
+    total = sum(o[3] for o in outputs)
+    dt = next(iter(params.values())).dtype.type
+    grads = {k: sum(o[1][k] * dt(o[3] / total) for o in outputs) for k in params}
+    value = sum(o[0] * (o[3] / total) for o in outputs)
+    return value, grads, sum(o[2] for o in outputs), total
 
 
-def _transform_part(shared, params, xb, yb, key, epoch):
-    return shared["transform"](params, xb, yb, onp.random.default_rng(list(key)), epoch)
+def _part_step(shared, params, xb, yb, key, epoch):
+    """In a worker: its part's (loss, gradient, correct, count), after the transform."""
+    if shared["transform"] is not None:
+        xb, yb = shared["transform"](params, xb, yb, onp.random.default_rng(list(key)), epoch)
+    value, grads, logits = _value_grad_logits(shared["loss_fn"], shared["predict_fn"], params, xb, yb)
+    return value, grads, int(onp.sum(onp.argmax(logits, 1) == yb)), len(yb)
 
 
 # ---------------------------------------------------------------------------
@@ -281,9 +297,8 @@ def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optim
     its tuned defaults, which depend on eps and on ``epochs``:
     :func:`scratchadv.defenses.defaults_for`). ``notes``: JSON-ready entries the caller records about its data
     (e.g. ``{"limit": 1000}``), kept between the optimizer and the defense settings.
-    ``workers``: processes for the defense's batch transform (see :func:`fit`); recorded as
-    ``config["workers"]`` when it is above 1 and the defense has a transform (pgd, trades),
-    since the weights then depend on it.
+    ``workers``: processes for data-parallel training (see :func:`fit`); recorded as
+    ``config["workers"]`` when it is above 1, since the weights then depend on it.
 
     ``config`` = ``{"epochs", "batch_size", "optimizer", "opt_<hyper-parameter>"...,
     "seed", **notes, "defense", <defense settings>...}``. Every argument is checked here,
@@ -304,7 +319,7 @@ def plan_training(architecture=ARCHITECTURE, *, epochs=10, batch_size=128, optim
     config = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer.name,
               **{"opt_" + k: v for k, v in optimizer.hyper.items()}, "seed": seed,
               **(notes or {}), **defense_cfg}
-    if check_workers(workers) > 1 and transform is not None:
+    if check_workers(workers) > 1:
         config["workers"] = workers
     return TrainingPlan(arch, optimizer, loss_fn, transform, config)
 

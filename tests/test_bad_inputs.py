@@ -140,7 +140,6 @@ CLI = {
     "evaluate eps": (["evaluate", "--model", "{model}", "--eps", "a,b"], "--eps"),
     "evaluate n 0": (["evaluate", "--model", "{model}", "--n", "0"], "n"),
     "evaluate workers 0": (["evaluate", "--model", "{model}", "--workers", "0"], "workers"),
-    "train workers without an attack": (["train", "--workers", "2"], "workers"),
     "train workers 0": (["train", "--defense", "pgd", "--workers", "0"], "workers"),
     "demo workers 0": (["demo", "--workers", "0"], "workers"),
     "export format": (["export", "--format", "onnx", "{model}", "{out}"], "--format"),

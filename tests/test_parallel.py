@@ -171,7 +171,7 @@ def seeded_pgd(params, x, y, **kw):
     return pgd(params, x, y, rng=np.random.default_rng(5), **kw)
 
 
-# --- training: the defense's batch transform in worker processes -------------------------
+# --- training: data-parallel steps in worker processes -------------------------
 
 class InlinePool:
     """The interface of Workers with ``workers`` parts, run here: the reference."""
@@ -188,26 +188,98 @@ def _train_data(n=24, seed=1):
     return x, np.random.default_rng(seed).integers(0, 10, n).astype(np.int64)
 
 
-@pytest.mark.parametrize("defense", ["pgd", "trades"])
-def test_the_transform_in_parts_is_the_same_in_worker_processes(defense):
+def _shared(defense, **opts):
     from scratchadv.defenses import make_defense
-    from scratchadv.train import _transform_in_parts
-    _, transform, _ = make_defense(defense, eps=0.2, pgd_steps=2, epochs=2)
+    from scratchadv.model import predict
+    from scratchadv.parallel import portable
+    loss_fn, transform, _ = make_defense(defense, epochs=2, **opts)
+    return {"transform": transform, "loss_fn": loss_fn, "predict_fn": portable(predict)}
+
+
+def noisy_transform(params, xb, yb, rng, epoch):
+    """A batch transform whose output shows which generator it got (and pickles)."""
+    return xb + rng.uniform(0, 0.01, size=xb.shape).astype(xb.dtype), yb
+
+
+@pytest.mark.parametrize("defense, opts", [("none", {}), ("gradreg", {"lam": 0.5}), ("noise", {})])
+def test_the_step_in_parts_is_the_same_in_worker_processes(defense, opts):
+    from scratchadv.train import _step_in_parts, _value_grad_logits
+    shared = _shared("none" if defense == "noise" else defense, **opts)
+    if defense == "noise":
+        shared["transform"] = noisy_transform
     x, y = _train_data(10)
     p = init_params(0)
-    ref = _transform_in_parts(InlinePool(2, {"transform": transform}), transform, p, x, y, (0, 1, 3), 1)
-    with Workers(2, {"transform": transform}) as pool:
-        got = _transform_in_parts(pool, transform, p, x, y, (0, 1, 3), 1)
-    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(got[1], ref[1])
-    # each part is the transform of those images with the part's own generator
-    half = transform(p, x[5:], y[5:], np.random.default_rng([0, 1, 3, 1]), 1)
-    if defense == "pgd":
-        np.testing.assert_array_equal(ref[0][5:], half[0])
-    else:                   # TRADES pairs: all clean images first, then all partners
-        np.testing.assert_array_equal(ref[0][:10], x)
-        np.testing.assert_array_equal(ref[0][15:], half[0][5:])
-        np.testing.assert_array_equal(ref[1], np.concatenate([y, y]))
+    ref = _step_in_parts(InlinePool(2, shared), p, x, y, (0, 1, 3), 1)
+    with Workers(2, shared) as pool:
+        got = _step_in_parts(pool, p, x, y, (0, 1, 3), 1)
+    for k in p:                  # one BLAS thread there, maybe more here: rounding only
+        np.testing.assert_allclose(got[1][k], ref[1][k], rtol=0, atol=1e-6)
+    assert got[0] == pytest.approx(ref[0], rel=1e-5) and got[2:] == ref[2:]
+    # part i is transformed with its own generator [seed, epoch, batch, i]; the batch's
+    # gradient is the parts' weighted by their share of the images
+    parts = []
+    for i, sl in enumerate([slice(0, 5), slice(5, 10)]):
+        xb, yb = x[sl], y[sl]
+        if shared["transform"] is not None:
+            xb, yb = shared["transform"](p, xb, yb, np.random.default_rng([0, 1, 3, i]), 1)
+        parts.append(_value_grad_logits(shared["loss_fn"], shared["predict_fn"], p, xb, yb))
+    for k in p:
+        np.testing.assert_allclose(ref[1][k], 0.5 * parts[0][1][k] + 0.5 * parts[1][1][k],
+                                   rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("defense", ["pgd", "trades"])
+def test_an_attack_step_in_parts_joins_what_each_worker_computed(defense):
+    """Sign-gradient attacks amplify rounding (a worker has one BLAS thread), so the
+    reference is each part's step computed in the same worker processes."""
+    from scratchadv.train import _part_step, _step_in_parts
+    shared = _shared(defense, eps=0.2, pgd_steps=2)
+    x, y = _train_data(10)
+    p = init_params(0)
+    with Workers(2, shared) as pool:
+        got = _step_in_parts(pool, p, x, y, (0, 1, 3), 1)
+        again = _step_in_parts(pool, p, x, y, (0, 1, 3), 1)
+        parts = list(pool.map(_part_step, [(p, x[:5], y[:5], (0, 1, 3, 0), 1),
+                                           (p, x[5:], y[5:], (0, 1, 3, 1), 1)]))
+    for k in p:
+        np.testing.assert_array_equal(again[1][k], got[1][k])
+        np.testing.assert_allclose(got[1][k], 0.5 * parts[0][1][k] + 0.5 * parts[1][1][k],
+                                   rtol=1e-6, atol=1e-8)
+    assert got[2] == parts[0][2] + parts[1][2]
+    assert got[3] == (20 if defense == "trades" else 10)     # TRADES: clean + partner per image
+
+
+@pytest.mark.parametrize("defense", ["none", "gradreg"])
+def test_the_parts_gradient_is_the_batch_gradient(defense):
+    """Without a transform, the weighted parts (uneven here: 4 + 3 images) give the batch's
+    gradient: every loss is a batch mean. float64, so the check is tight."""
+    from scratchadv.train import _step_in_parts, _value_grad_logits
+    shared = _shared(defense)
+    x, y = _train_data(7)
+    x = x.astype(np.float64)
+    p = init_params(0, dtype=np.float64)
+    value, grads, correct, count = _step_in_parts(InlinePool(2, shared), p, x, y, (0, 0, 0), 0)
+    v1, g1, logits = _value_grad_logits(shared["loss_fn"], shared["predict_fn"], p, x, y)
+    assert value == pytest.approx(v1, rel=1e-12) and count == 7
+    assert correct == int(np.sum(np.argmax(logits, 1) == y))
+    for k in p:
+        np.testing.assert_allclose(grads[k], g1[k], rtol=1e-10, atol=1e-14)
+
+
+def test_natural_fit_with_workers_is_data_parallel_and_recorded(tmp_path):
+    from scratchadv.train import fit
+    x, y = _train_data()
+    x = x.astype(np.float64)
+    kw = dict(batch_size=12, verbose=False)
+    one, _ = fit(init_params(0, dtype=np.float64), x, y, epochs=1, **kw)
+    state = tmp_path / "s.npz"
+    two, hist = fit(init_params(0, dtype=np.float64), x, y, epochs=1, workers=2,
+                    checkpoint_path=str(state), **kw)
+    for k in one:                   # the same updates, rounded differently
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-9, atol=1e-12)
+    from scratchadv.checkpoint import load_training_state
+    assert load_training_state(str(state))[2]["config"]["workers"] == 2
+    assert len(hist["loss"]) == 1 and 0 <= hist["accuracy"][0] <= 1
 
 
 def test_fit_with_workers_resumes_exactly_and_refuses_another_count(tmp_path):
@@ -227,10 +299,11 @@ def test_fit_with_workers_resumes_exactly_and_refuses_another_count(tmp_path):
             **{**kw, "workers": 1})
 
 
-def test_plan_records_workers_only_where_they_change_the_weights():
+def test_plan_records_workers_above_one():
     from scratchadv.train import plan_training
     assert plan_training(defense="pgd", defense_options={"eps": 0.1}, workers=2).config["workers"] == 2
     assert "workers" not in plan_training(defense="pgd", defense_options={"eps": 0.1}).config
-    assert "workers" not in plan_training(defense="gradreg", workers=2).config
+    assert plan_training(defense="gradreg", workers=2).config["workers"] == 2
+    assert plan_training(workers=3).config["workers"] == 3
     with pytest.raises(ValueError, match="workers"):
         plan_training(workers=0)

@@ -58,7 +58,8 @@ def section_train(ctx):
     x_val, y_val = ctx["x_test"][:s["n_val"]], ctx["y_test"][:s["n_val"]]
     params, history, info = cached_fit("natural", ARCHITECTURE, x_tr, y_tr, x_val=x_val, y_val=y_val,
                                        epochs=s["epochs"], batch_size=s["batch_size"], seed=ctx["seed"],
-                                       cache=ctx["cache"], verbose=ctx["verbose"])
+                                       cache=ctx["cache"], verbose=ctx["verbose"],
+                                       workers=ctx.get("workers", 1))
     ctx["models"]["natural"] = (params, predict)
     ctx["histories"]["natural"] = history
     train_full = accuracy(params, x_tr, y_tr)
