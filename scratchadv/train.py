@@ -164,8 +164,9 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     st = (params, opt_state, start_epoch, start_batch, sums if start_batch else list(zero))
     pool = None
     if workers > 1:
+        # the training images go to each worker once; a step sends the weights and indices
         pool = Workers(workers, {"transform": batch_transform, "loss_fn": loss_fn,
-                                 "predict_fn": portable(predict_fn)})
+                                 "predict_fn": portable(predict_fn), "x": x, "y": y})
     try:
         for epoch in range(start_epoch, epochs):
             if st[2] != epoch:
@@ -177,11 +178,11 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
             for batch in range(st[3], nb):
                 params, opt_state, _, _, sums = st
                 idx = perm[batch * batch_size:(batch + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
                 if pool is not None:
-                    value, grads, correct, count = _step_in_parts(pool, params, xb, yb,
+                    value, grads, correct, count = _step_in_parts(pool, params, idx,
                                                                   (seed, epoch, batch), epoch)
                 else:
+                    xb, yb = x[idx], y[idx]
                     if batch_transform is not None:
                         xb, yb = batch_transform(params, xb, yb,
                                                  onp.random.default_rng([seed, epoch, batch]), epoch)
@@ -249,14 +250,14 @@ def _value_grad_logits(loss_fn, predict_fn, params, xb, yb):
     return float(cross_entropy(seen["logits"], yb)), grads, seen["logits"]
 
 
-def _step_in_parts(pool, params, xb, yb, key, epoch):
-    """(loss, gradient, correct, count) of a batch from ``pool.workers`` parts side by side.
+def _step_in_parts(pool, params, idx, key, epoch):
+    """(loss, gradient, correct, count) of the batch ``shared["x"][idx]`` from
+    ``pool.workers`` parts side by side.
 
     Each part's loss is a mean over its images, so the batch's is the parts' weighted by
     their counts; the gradient likewise, summed in part order (deterministic).
     """
-    parts = split_evenly(onp.arange(len(xb)), pool.workers)
-    tasks = [(params, xb[j], yb[j], (*key, i), epoch) for i, j in enumerate(parts)]
+    tasks = [(params, part, (*key, i), epoch) for i, part in enumerate(split_evenly(idx, pool.workers))]
     outputs = list(pool.map(_part_step, tasks))
     total = sum(o[3] for o in outputs)
     dt = next(iter(params.values())).dtype.type
@@ -265,8 +266,9 @@ def _step_in_parts(pool, params, xb, yb, key, epoch):
     return value, grads, sum(o[2] for o in outputs), total
 
 
-def _part_step(shared, params, xb, yb, key, epoch):
-    """In a worker: its part's (loss, gradient, correct, count), after the transform."""
+def _part_step(shared, params, idx, key, epoch):
+    """In a worker: the (loss, gradient, correct, count) of images ``idx``, transformed."""
+    xb, yb = shared["x"][idx], shared["y"][idx]
     if shared["transform"] is not None:
         xb, yb = shared["transform"](params, xb, yb, onp.random.default_rng(list(key)), epoch)
     value, grads, logits = _value_grad_logits(shared["loss_fn"], shared["predict_fn"], params, xb, yb)

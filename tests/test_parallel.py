@@ -209,9 +209,11 @@ def test_the_step_in_parts_is_the_same_in_worker_processes(defense, opts):
         shared["transform"] = noisy_transform
     x, y = _train_data(10)
     p = init_params(0)
-    ref = _step_in_parts(InlinePool(2, shared), p, x, y, (0, 1, 3), 1)
+    shared.update(x=x, y=y)
+    idx = np.arange(10)
+    ref = _step_in_parts(InlinePool(2, shared), p, idx, (0, 1, 3), 1)
     with Workers(2, shared) as pool:
-        got = _step_in_parts(pool, p, x, y, (0, 1, 3), 1)
+        got = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
     for k in p:                  # one BLAS thread there, maybe more here: rounding only
         np.testing.assert_allclose(got[1][k], ref[1][k], rtol=0, atol=1e-6)
     assert got[0] == pytest.approx(ref[0], rel=1e-5) and got[2:] == ref[2:]
@@ -236,11 +238,13 @@ def test_an_attack_step_in_parts_joins_what_each_worker_computed(defense):
     shared = _shared(defense, eps=0.2, pgd_steps=2)
     x, y = _train_data(10)
     p = init_params(0)
+    shared.update(x=x, y=y)
+    idx = np.arange(10)
     with Workers(2, shared) as pool:
-        got = _step_in_parts(pool, p, x, y, (0, 1, 3), 1)
-        again = _step_in_parts(pool, p, x, y, (0, 1, 3), 1)
-        parts = list(pool.map(_part_step, [(p, x[:5], y[:5], (0, 1, 3, 0), 1),
-                                           (p, x[5:], y[5:], (0, 1, 3, 1), 1)]))
+        got = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
+        again = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
+        parts = list(pool.map(_part_step, [(p, idx[:5], (0, 1, 3, 0), 1),
+                                           (p, idx[5:], (0, 1, 3, 1), 1)]))
     for k in p:
         np.testing.assert_array_equal(again[1][k], got[1][k])
         np.testing.assert_allclose(got[1][k], 0.5 * parts[0][1][k] + 0.5 * parts[1][1][k],
@@ -258,7 +262,9 @@ def test_the_parts_gradient_is_the_batch_gradient(defense):
     x, y = _train_data(7)
     x = x.astype(np.float64)
     p = init_params(0, dtype=np.float64)
-    value, grads, correct, count = _step_in_parts(InlinePool(2, shared), p, x, y, (0, 0, 0), 0)
+    shared.update(x=x, y=y)
+    perm = np.array([3, 0, 6, 1, 5, 2, 4])          # a shuffled batch: parts follow its order
+    value, grads, correct, count = _step_in_parts(InlinePool(2, shared), p, perm, (0, 0, 0), 0)
     v1, g1, logits = _value_grad_logits(shared["loss_fn"], shared["predict_fn"], p, x, y)
     assert value == pytest.approx(v1, rel=1e-12) and count == 7
     assert correct == int(np.sum(np.argmax(logits, 1) == y))
