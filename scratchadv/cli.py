@@ -822,10 +822,11 @@ def _add_demo(p):
     p.add_argument("--data", default=None, metavar="DIR",
                    help="folder with the MNIST files (default: $SCRATCHADV_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.add_argument("--workers", type=int, default=1, metavar="W",
-                   help="processes for the defended models' training attacks and the robustness "
-                        "evaluations, one BLAS thread each (default 1; 2 uses both cores of a 2-core "
-                        "machine; numbers reproducible for a given count)")
+    p.add_argument("--workers", type=int, default=None, metavar="W",
+                   help="processes for data-parallel training and the robustness evaluations, one "
+                        "BLAS thread each (default: the CPUs available, at most 8; the numbers are "
+                        "reproducible for a given count, and models trained with another count are "
+                        "other models, cached apart)")
 
 
 @_add_demo.run
@@ -836,6 +837,9 @@ def _run_demo(args):
     from .train import TrainingInterrupted
     from .validate import check_int
     check_int(args.seed, "--seed", minimum=0)
+    if args.workers is None:
+        from .parallel import available_cpus
+        args.workers = available_cpus()
     _check_workers_flag(args)
     check_writable(os.path.join(args.out, "results.json"), "--out")
     check_writable(os.path.join(args.cache or default_cache_dir(), "probe.npz"), "--cache")

@@ -243,7 +243,9 @@ def conv2d_weight_grad(g, x, w_shape):
     def work(group):
         buf = onp.empty(k * step * L, dtype=x.dtype)
         gbuf = onp.empty(o * step * L, dtype=g.dtype)
-        return [onp.matmul(_flat_rows(g[a:b], wd, L, gbuf), _unfold(x[a:b], kh, kw, buf).T)
+        # np.dot, not np.matmul: matmul keeps the GIL when its output is small (this one
+        # is O x K), which would leave the other threads waiting
+        return [onp.dot(_flat_rows(g[a:b], wd, L, gbuf), _unfold(x[a:b], kh, kw, buf).T)
                 for a, b in group]
 
     dw = onp.zeros((o, k), dtype=onp.result_type(g, x))

@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from .threads import ENV_VAR as THREADS_VAR    # scratchadv's own thread count, also 1 in a worker
 
-__all__ = ["Workers", "check_workers", "portable", "split_evenly"]
+__all__ = ["Workers", "available_cpus", "check_workers", "portable", "split_evenly"]
 
 #: variables that fix a BLAS's thread count when it loads
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -47,6 +47,16 @@ def check_workers(workers):
     """An int in [1, MAX_WORKERS]; ``TypeError``/``ValueError`` naming ``workers``."""
     from .validate import check_int
     return check_int(workers, "workers", minimum=1, maximum=MAX_WORKERS)
+
+
+def available_cpus(limit=8):
+    """The CPUs this process may run on (its affinity where the platform tells), at most
+    ``limit``: a default for ``workers`` where using every core is what a user wants."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, limit))
 
 
 def split_evenly(indices, parts):

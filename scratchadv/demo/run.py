@@ -16,6 +16,7 @@ import numpy as onp
 from .. import __version__
 from ..cache import default_cache_dir
 from ..fileio import atomic_write, atomic_write_json, check_writable
+from ..threads import threads
 from ..validate import check_int
 from .report import format_readme
 from .sections import SECTION_FUNCTIONS
@@ -52,10 +53,11 @@ def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, ver
     :func:`default_cache_dir`); data: MNIST folder (default: ``$SCRATCHADV_DATA`` or the
     cache). ``sections``: a subset of :data:`SECTIONS` (each needs the natural model, so
     'train' always runs). After every section results.json and README.md are rewritten,
-    so an interrupted run leaves a readable partial report. ``workers``: processes for the
-    defended models' training attacks and for the robustness evaluations
-    (:mod:`scratchadv.parallel`); the numbers are reproducible for a given count, and
-    defended models trained with another count are other models (cached apart).
+    so an interrupted run leaves a readable partial report. ``workers``: processes for
+    data-parallel training and for the robustness evaluations (:mod:`scratchadv.parallel`),
+    and the threads of this process's own primitives (:mod:`scratchadv.threads`, which
+    do not change results); the numbers are reproducible for a given count, and models
+    trained with another count are other models (cached apart).
     Returns the results dict.
     """
     from ..data import load_mnist
@@ -87,7 +89,8 @@ def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, ver
         t0, c0 = time.perf_counter(), time.process_time()
         if verbose:
             print(f"--- {TITLES[key]}", flush=True)
-        r = SECTION_FUNCTIONS[key](ctx)
+        with threads(workers):
+            r = SECTION_FUNCTIONS[key](ctx)
         r["seconds"] = time.perf_counter() - t0
         r["cpu_seconds"] = time.process_time() - c0    # wall time is noisy on a shared machine
         results["sections"][key] = r
