@@ -49,7 +49,7 @@ PASS = {"conv2d": "forward", "_max_and_masks": "forward", "_pool_select": "forwa
         "dense": "forward", "flatten": "forward", "maxpool2d": "forward",
         "conv2d_input_grad": "backward", "conv2d_weight_grad": "backward", "_pool_scatter": "backward",
         "_pool_gather": "backward (2nd order)", "_window_max": "forward",
-        "_unfold": "im2col copies", "log_softmax": "loss", "cross_entropy": "loss",
+        "_unfold": "im2col copies", "_flat_rows": "im2col copies", "log_softmax": "loss", "cross_entropy": "loss",
         "per_example_cross_entropy": "loss", "one_hot": "loss"}
 
 
@@ -97,14 +97,18 @@ class Hook:
         elif event == "return" and self.stack and frame.f_code is self.stack[-1][0]:
             code, t0, child, nbytes = self.stack.pop()
             elapsed = time.perf_counter() - t0
-            name = code.co_name if not code.co_name.startswith("<") else \
-                f"{code.co_name}@{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+            qual = getattr(code, "co_qualname", code.co_name)
+            inner = ".<locals>." in qual     # a primitive's own closure (its chunk loop): its time
+            name = qual.split(".<locals>.")[0] if inner else code.co_name   # counts as the primitive's
+            if name.startswith("<"):
+                name = f"{code.co_name}@{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
             s = self.stats.setdefault(name, {"calls": 0, "self_s": 0.0, "bytes_in": 0, "bytes_out": 0,
                                                      "file": os.path.basename(code.co_filename)})
-            s["calls"] += 1
             s["self_s"] += elapsed - child
-            s["bytes_in"] += nbytes
-            s["bytes_out"] += _nbytes(arg)
+            if not inner:
+                s["calls"] += 1
+                s["bytes_in"] += nbytes
+                s["bytes_out"] += _nbytes(arg)
             if self.stack:
                 self.stack[-1][2] += elapsed
 
@@ -211,8 +215,10 @@ def main(argv=None):
         os.environ[var] = str(args.threads)
     if "numpy" in sys.modules:
         print("profile: warning: NumPy was imported before the thread count was set", file=sys.stderr)
+    from scratchadv import threads
     from scratchadv.data import DataError
     from scratchadv.fileio import atomic_write_json
+    threads.set_threads(1)      # the hook follows the calling thread only: keep every chunk on it
     try:
         work = workloads(args)
     except (DataError, OSError, ValueError) as e:
