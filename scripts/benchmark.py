@@ -403,6 +403,19 @@ def autoattack_row(args, x_test, y_test, torch):
                     compare(fns, args.aa_repeats, warmup=0), TARGETS["autoattack"], robust_accuracy=acc)
 
 
+def json_writable(path):
+    """True when --json is absent or writable; else the error on stderr."""
+    if not path:
+        return True
+    from scratchadv.fileio import check_writable
+    try:
+        check_writable(path, "--json")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def each_thread_count(argv, args):
     """One process per thread count and library (BLAS reads its thread count once, when
     NumPy loads; and PyTorch's idle OpenMP threads keep spinning for a while after each
@@ -423,13 +436,8 @@ def each_thread_count(argv, args):
         if a.startswith(("--threads=", "--json=", "--readme=", "--side=")):
             continue
         rest.append(a)
-    if args.json:
-        from scratchadv.fileio import check_writable
-        try:
-            check_writable(args.json, "--json")
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    if not json_writable(args.json):
+        return 2
     sides = ("ours",) if args.no_torch else ("ours", "torch")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -520,16 +528,12 @@ def main(argv=None):
     import numpy as onp
     from autograd import grad
 
-    from scratchadv.fileio import atomic_write_json, check_writable
+    from scratchadv.fileio import atomic_write_json
     from scratchadv.losses import gradient_regularized_loss, input_gradient, loss
     from scratchadv.model import init_params, predict
 
-    if args.json:
-        try:
-            check_writable(args.json, "--json")
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    if not json_writable(args.json):
+        return 2
     blas = blas_threads(1, pinned)
     from scratchadv import threads as scratchadv_threads
     scratchadv_threads.set_threads(args.threads)

@@ -139,3 +139,21 @@ def test_diverging_training_stops_with_one_line_and_keeps_state(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "diverged" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
+def test_the_command_gives_numpys_blas_one_thread_unless_told(preset, expected):
+    """The command sets OPENBLAS_NUM_THREADS before NumPy loads, which works only because
+    importing scratchadv.cli does not import NumPy; a user's own setting is kept."""
+    code = ("import os, sys\n"
+            "from scratchadv import cli\n"
+            "assert 'numpy' not in sys.modules, 'scratchadv.cli imports NumPy'\n"
+            "cli._one_blas_thread()\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

@@ -313,3 +313,10 @@ def test_plan_records_workers_above_one():
     assert plan_training(workers=3).config["workers"] == 3
     with pytest.raises(ValueError, match="workers"):
         plan_training(workers=0)
+
+
+def test_available_cpus_is_at_least_one_and_at_most_the_limit():
+    from scratchadv.parallel import available_cpus
+    assert available_cpus(limit=1) == 1
+    n = available_cpus()
+    assert 1 <= n <= 8 and n <= (os.cpu_count() or 1)

@@ -53,8 +53,8 @@ def run_demo(out="runs/demo", *, quick=False, seed=0, cache=None, data=None, ver
     :func:`default_cache_dir`); data: MNIST folder (default: ``$SCRATCHADV_DATA`` or the
     cache). ``sections``: a subset of :data:`SECTIONS` (each needs the natural model, so
     'train' always runs). After every section results.json and README.md are rewritten,
-    so an interrupted run leaves a readable partial report. ``workers``: processes for
-    data-parallel training and for the robustness evaluations (:mod:`scratchadv.parallel`),
+    so an interrupted run leaves a readable partial report. ``workers``: processes for the
+    defended models' data-parallel training and the robustness evaluations (:mod:`scratchadv.parallel`),
     and the threads of this process's own primitives (:mod:`scratchadv.threads`, which
     do not change results); the numbers are reproducible for a given count, and models
     trained with another count are other models (cached apart).
