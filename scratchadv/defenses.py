@@ -103,7 +103,7 @@ __all__ = ["DEFENSES", "DEFAULTS", "LARGE_EPS", "LARGE_EPS_DEFAULTS", "LARGE_EPS
            "pgd_linf_max_loss", "eps_at_epoch", "adversarial_batch_transform",
            "gradreg_loss_fn", "trades_kl", "trades_loss", "trades_linf_max_kl",
            "trades_batch_transform", "trades_loss_fn", "robust_accuracy", "robust_selection",
-           "make_defense", "BatchTransform", "join_parts"]
+           "make_defense", "BatchTransform"]
 
 DEFENSES = ("none", "pgd", "gradreg", "trades")
 
@@ -258,38 +258,22 @@ def _pgd_transform(params, xb, yb, rng, epoch, *, eps, pgd_steps, pgd_step_size,
     return out, yb
 
 
-def join_parts(outputs, paired=False):
-    """The (xb', yb') of a batch from the [(xb_i', yb_i')] of its consecutive parts:
-    concatenated, or with ``paired`` (each part: its images, then as many partners) all
-    the parts' first halves, then all their second halves."""
-    def join(arrays):
-        if not paired:
-            return onp.concatenate(arrays)
-        return onp.concatenate([a[:len(a) // 2] for a in arrays] + [a[len(a) // 2:] for a in arrays])
-    return tuple(join([o[k] for o in outputs]) for k in (0, 1))
-
-
 class BatchTransform:
     """A defense's ``batch_transform(params, xb, yb, rng, epoch) -> (xb', yb')`` for :func:`fit`.
 
     ``fn(params, xb, yb, rng, epoch, **settings)`` is a module-level function and the
     settings are plain values (``predict_fn`` kept as its Architecture), so the transform
     pickles and ``fit(..., workers=W)`` can run it in W processes, one part of the batch
-    each. ``paired``: the output is B images then B partners (TRADES), so the parts'
-    outputs join as all first halves, then all second halves (:meth:`combine`).
+    each (each worker then takes the gradient on its own part: nothing is joined).
     """
 
-    def __init__(self, fn, *, paired=False, **settings):
+    def __init__(self, fn, **settings):
         from .parallel import portable
-        self.fn, self.paired = fn, paired
+        self.fn = fn
         self.settings = {k: portable(v) if k == "predict_fn" else v for k, v in settings.items()}
 
     def __call__(self, params, xb, yb, rng, epoch):
         return self.fn(params, xb, yb, rng, epoch, **self.settings)
-
-    def combine(self, outputs):
-        """[(xb_i', yb_i')] of consecutive parts -> the (xb', yb') of the whole batch."""
-        return join_parts(outputs, paired=self.paired)
 
     def __repr__(self):
         return f"BatchTransform({self.fn.__name__}, {', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
@@ -376,7 +360,7 @@ def trades_batch_transform(*, eps, pgd_steps, pgd_step_size=None, eps_warmup=0,
     """
     eps, pgd_steps, pgd_step_size, eps_warmup = _check_pgd_options(eps, pgd_steps,
                                                                    pgd_step_size, eps_warmup)
-    return BatchTransform(_trades_transform, paired=True, eps=eps, pgd_steps=pgd_steps,
+    return BatchTransform(_trades_transform, eps=eps, pgd_steps=pgd_steps,
                           pgd_step_size=pgd_step_size, eps_warmup=eps_warmup, predict_fn=predict_fn)
 
 
