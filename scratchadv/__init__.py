@@ -3,6 +3,7 @@
 Modules (data flows one way, top to bottom):
 
     validate, progress, fileio   argument checks, progress bars, atomic writes
+    memory, threads              the allocator keeps freed memory; the primitives' threads
     data        MNIST: find, download (checksummed, atomic), parse IDX
     ops         differentiable primitives: conv2d, maxpool2d, relu, dense, log_softmax
     model       each architecture declared once as a layer list -> specs, init, predict
@@ -26,3 +27,8 @@ Modules (data flows one way, top to bottom):
     cli         the ``scratchadv`` command
 """
 __version__ = "0.2.0"
+
+# Short-lived arrays are reused from malloc's heap instead of faulted in afresh on every
+# step (scratchadv.memory; SCRATCHADV_MALLOC=system opts out). Results do not change.
+from .memory import keep_freed_memory as _keep_freed_memory
+_keep_freed_memory()
