@@ -34,7 +34,7 @@ from .defenses import make_defense
 from .model import ARCHITECTURE, ARCHITECTURES, architecture_of, get_architecture, predict
 from .ops import cross_entropy
 from .optim import Optimizer, get_optimizer, rmsprop
-from .parallel import Workers, check_workers, portable, split_evenly
+from .parallel import Lockstep, check_workers, portable, split_evenly
 from .progress import Progress
 from .validate import check_images, check_int, check_labels, check_params
 
@@ -165,8 +165,11 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     pool = None
     if workers > 1:
         # the training images go to each worker once; a step sends the weights and indices
-        pool = Workers(workers, {"transform": batch_transform, "loss_fn": loss_fn,
-                                 "predict_fn": portable(predict_fn), "x": x, "y": y})
+        # and receives a gradient (through shared memory; the workers wait between steps
+        # polling, not asleep)
+        capacity = sum(v.nbytes for v in params.values()) + 8 * batch_size + (64 << 10)
+        pool = Lockstep(workers, {"transform": batch_transform, "loss_fn": loss_fn,
+                                  "predict_fn": portable(predict_fn), "x": x, "y": y}, capacity)
     try:
         for epoch in range(start_epoch, epochs):
             if st[2] != epoch:
@@ -228,7 +231,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
                                   checkpoint_path) from None
     finally:
         if pool is not None:
-            pool.close(cancel=True)
+            pool.close()
     return st[0], history
 
 

@@ -12,8 +12,8 @@ double backprop       ``grad(gradient_regularized_loss)``     vs the input gradi
                                                                again w.r.t. the parameters
 train epoch           ``train.fit(epochs=1, verbose=False)``  vs the same loop in PyTorch: same
                       RMSprop (Keras defaults), batch 128     shuffled order, ``optim.RMSprop(lr=1e-3,
-                                                               alpha=0.9, eps=1e-7)``, loss and
-                                                               accuracy read back every batch
+                      (at N threads ``workers=N``: data-      alpha=0.9, eps=1e-7)``, loss and
+                      parallel, the workers' start included)  accuracy read back every batch
 pgd                   ``attacks.pgd`` Linf eps 0.3, 40 steps  vs the same algorithm in PyTorch
                       of 0.01, random start, 1000-image       (random start, sign steps, projection,
                       chunks, on the test images; at N        per-image best iterate, final forward)
@@ -33,9 +33,9 @@ scratchadv time / PyTorch time (below 1: scratchadv is faster).
 
 Threads: both libraries get ``--threads`` N cores (default: ``$OMP_NUM_THREADS`` or the
 number of CPUs). PyTorch gets ``torch.set_num_threads(N)``. scratchadv gets N threads of
-its own (``scratchadv.threads.set_threads(N)``: the batch rows and the epoch; results do
-not depend on N) with ONE BLAS thread each, or N worker processes of one BLAS thread
-(``workers=N``: PGD, AutoAttack). A second BLAS thread only slows this network's small
+its own (``scratchadv.threads.set_threads(N)``: the batch rows; results do not depend on
+N) with ONE BLAS thread each, or N worker processes of one BLAS thread (``workers=N``:
+the epoch, PGD, AutoAttack). A second BLAS thread only slows this network's small
 products down, and two kinds of thread would compete for the cores. The BLAS behind
 NumPy reads its thread count when NumPy is first imported, so this script sets
 ``OPENBLAS_NUM_THREADS=1`` (``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` to N, for PyTorch)
@@ -611,8 +611,8 @@ def main(argv=None):
         n = len(x_train) if args.epoch_n is None else min(args.epoch_n, len(x_train))
         xe, ye = x_train[:n], y_train[:n]
         log(f"timing one training epoch on {n} images ({args.epoch_repeats} run(s) each) ...")
-        fns = {"scratchadv": lambda: fit(params, xe, ye, epochs=1, batch_size=bs,
-                                         seed=args.seed, verbose=False)} if args.side == "ours" else {}
+        fns = {"scratchadv": lambda: fit(params, xe, ye, epochs=1, batch_size=bs, seed=args.seed,
+                                         verbose=False, workers=args.threads)} if args.side == "ours" else {}
         if torch:
             fns["torch"] = lambda: torch_epoch(torch, params, xe, ye, bs, args.seed)
         rows.append(make_row("train_epoch", f"train epoch ({n} images, RMSprop)",

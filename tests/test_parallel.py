@@ -320,3 +320,74 @@ def test_available_cpus_is_at_least_one_and_at_most_the_limit():
     assert available_cpus(limit=1) == 1
     n = available_cpus()
     assert 1 <= n <= 8 and n <= (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------
+# Lockstep: rounds of one task per worker, through shared memory
+# ---------------------------------------------------------------------------
+
+def failing(shared, i):
+    if i == 1:
+        raise ValueError("task 1 fails on purpose")
+    return i
+
+
+def big(shared, n):
+    return np.zeros(n)
+
+
+def dying(shared, i):
+    if i == 1:
+        os._exit(3)
+    return i
+
+
+def test_lockstep_gives_each_round_in_task_order_as_workers_would():
+    from scratchadv.parallel import Lockstep
+    shared = {"a": np.arange(2_000_000, dtype=np.float64), "k": 2.0}   # 16 MB: shared memory
+    with Lockstep(2, shared, 1 << 16) as w, Workers(2, shared) as ref:
+        for first in (0, 5, 1_999_998):
+            tasks = [(first,), (first + 1,)]
+            assert w.map(scaled, tasks) == list(ref.map(scaled, tasks)) == [2.0 * first, 2.0 * first + 2]
+        assert w.map(environment, [("OPENBLAS_NUM_THREADS",)] * 2) == ["1", "1"]
+    with Lockstep(1, shared, 1 << 16) as one:                # here, no process
+        assert one.map(scaled, [(3,)]) == [6.0]
+
+
+def test_lockstep_raises_a_task_error_and_stays_usable():
+    from scratchadv.parallel import Lockstep
+    with Lockstep(2, {"a": np.arange(3.0), "k": 2.0}, 1 << 16) as w:
+        with pytest.raises(RuntimeError, match="task 1 fails on purpose"):
+            w.map(failing, [(0,), (1,)])
+        assert w.map(failing, [(0,), (2,)]) == [0, 2]       # no answer of the failed round is left over
+        with pytest.raises(ValueError, match="expected 2 tasks"):
+            w.map(failing, [(0,)])
+        with pytest.raises(ValueError, match="does not fit the 65536 bytes"):
+            w.map(scaled, [(0,), (np.zeros(10_000),)])          # nothing is sent
+        with pytest.raises(RuntimeError, match="does not fit the 65536 bytes"):
+            w.map(big, [(0,), (10_000,)])                        # a result too large
+        assert w.map(scaled, [(0,), (1,)]) == [0.0, 2.0]
+
+
+def test_lockstep_reports_a_worker_that_died():
+    from scratchadv.parallel import Lockstep
+    with Lockstep(2, {}, 1 << 16) as w:
+        with pytest.raises(RuntimeError, match="stopped \\(exit code 3\\)"):
+            w.map(dying, [(0,), (1,)])
+
+
+def test_the_step_in_parts_through_lockstep_is_the_workers_result():
+    from scratchadv.parallel import Lockstep
+    from scratchadv.train import _step_in_parts
+    shared = _shared("gradreg", lam=0.5)
+    x, y = _train_data(10)
+    p = init_params(0)
+    shared.update(x=x, y=y)
+    idx = np.arange(10)
+    with Workers(2, shared) as pool:
+        ref = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
+    with Lockstep(2, shared, 1 << 20) as pool:
+        got = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
+    for k in p:                  # one BLAS thread in both kinds of worker: the same bits
+        np.testing.assert_array_equal(got[1][k], ref[1][k])
+    assert got[0] == ref[0] and got[2:] == ref[2:]
