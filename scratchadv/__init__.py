@@ -26,7 +26,7 @@ Modules (data flows one way, top to bottom):
     demo/       the whole lecture as a report folder: settings, sections, report, run
     cli         the ``scratchadv`` command
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Short-lived arrays are reused from malloc's heap instead of faulted in afresh on every
 # step (scratchadv.memory; SCRATCHADV_MALLOC=system opts out). Results do not change.

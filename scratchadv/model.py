@@ -28,7 +28,7 @@ import math
 import numpy as onp
 import autograd.numpy as np
 
-from .ops import conv2d, maxpool2d, relu, dense, flatten
+from .ops import conv2d, conv_pool, maxpool2d, relu, dense, flatten
 
 ARCHITECTURE = "lecture-cnn-v1"
 INPUT_SHAPE = (1, 28, 28)
@@ -120,6 +120,10 @@ def _conv_forward(layer, params, h):
     return conv2d(h, params[layer.name + ".weight"]) + bias
 
 
+def _conv_pool_forward(layer, params, h):
+    return conv_pool(h, params[layer.name + ".weight"], params[layer.name + ".bias"])
+
+
 def _dense_forward(layer, params, h):
     return dense(h, params[layer.name + ".weight"], params[layer.name + ".bias"])
 
@@ -196,7 +200,15 @@ def forward(layers):
     The ops are those of :mod:`scratchadv.ops`, so the function is differentiable to
     any order; x is (N, *input shape) and the dtype of x is kept.
     """
-    steps = tuple(functools.partial(_rule(layer)[1], layer) for layer in _pool_before_relu(layers))
+    order, steps = _pool_before_relu(layers), []
+    while order:
+        layer = order.pop(0)
+        if type(layer) is Conv and order and type(order[0]) is MaxPool:
+            order.pop(0)              # Conv, MaxPool: one pass (ops.conv_pool), the same function
+            steps.append(functools.partial(_conv_pool_forward, layer))
+        else:
+            steps.append(functools.partial(_rule(layer)[1], layer))
+    steps = tuple(steps)
 
     def predict(params, x):
         h = x

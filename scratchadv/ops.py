@@ -27,13 +27,13 @@ maximal entry of each window, in row-major order.
 """
 import numpy as onp
 import autograd.numpy as np
-from autograd.extend import primitive, defvjp
+from autograd.extend import primitive, defvjp, defvjp_argnums
 from autograd.tracer import getval, isbox
 
 from .threads import get_threads, map_groups
 
 __all__ = [
-    "conv2d", "conv2d_input_grad", "conv2d_weight_grad",
+    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv_pool",
     "maxpool2d", "relu", "dense", "flatten", "log_softmax", "cross_entropy",
     "per_example_cross_entropy", "one_hot",
 ]
@@ -111,10 +111,10 @@ def _unfold(x, kh, kw, buf):
     return cols.reshape(kh * kw * c, m * L)
 
 
-def _pixels(flat, m, ho, w, wo, L, o):
-    """View (m, H', W', o) of the (m*L, o) rows of a chunk product (wrap columns skipped)."""
-    s = flat.itemsize
-    return _strided(flat, (m, ho, wo, o), (L * o * s, w * o * s, o * s, s))
+def _pixels(rows, m, ho, w, wo, L):
+    """View (O, m, H', W') of the (O, m*L) product of a chunk (wrap-around columns skipped)."""
+    s = rows.itemsize
+    return _strided(rows, (rows.shape[0], m, ho, wo), (m * L * s, L * s, w * s, s))
 
 
 def _flat_rows(g, w, L, buf):
@@ -151,37 +151,59 @@ def conv2d(x, w):
     y[n, o, p, q] = sum_{c, i, j} w[o, c, i, j] * x[n, c, p + i, q + j]
     (PyTorch ``F.conv2d`` / Keras ``Conv2D(padding='valid')`` without bias.)
 
-    Per chunk: one matmul (m*L, K) @ (K, O), output pixels as its rows. Identical patches
-    (saturated strokes, blank background) need not give bit-identical outputs: OpenBLAS
-    rounds some rows of a product differently from others (measured on a constant image:
-    two values one ulp apart, for 0.05% of conv1's pixels and half of conv2's), so which
-    of several equal-looking maxima pooling takes is the BLAS's decision, as it is
-    PyTorch's; the tests compare tie *rules*, not tied values. Each chunk's rows are
-    transposed into the (N, O, H', W') output while they are still in cache, dropping
-    the wrap-around columns on the way.
+    Per chunk: one matmul (O, K) @ (K, m*L), output pixels as its columns. Identical
+    patches (saturated strokes, blank background) need not give bit-identical outputs:
+    OpenBLAS rounds some columns of a product differently from others (measured on a
+    constant image of 128: values one ulp apart for 2% of conv2's pixels, none of
+    conv1's), so which of several equal-looking maxima pooling takes is the BLAS's
+    decision, as it is PyTorch's; the tests compare tie *rules*, not tied values. Each
+    chunk's product is copied into the (N, O, H', W') output while it is still in cache,
+    dropping the wrap-around columns on the way.
     """
     _check_conv(x.shape, w.shape)
+    n, o, ho, wo = _conv_shape(x.shape, w.shape)
+    y = onp.empty((n, o, ho, wo), dtype=onp.result_type(x, w))
+
+    def emit(a, b, pix):
+        y[a:b] = pix.transpose(1, 0, 2, 3)
+
+    _conv_chunks(x, w, None, emit)
+    return y
+
+
+def _conv_shape(x_shape, w_shape):
+    ho, _, wo, _ = _geometry(x_shape, w_shape[2], w_shape[3])
+    return x_shape[0], w_shape[0], ho, wo
+
+
+def _conv_chunks(x, w, bias, emit):
+    """The convolution's chunk loop: for each chunk of images a:b, one matmul, then
+    ``emit(a, b, pix)`` with ``pix`` the chunk's outputs (plus ``bias`` when given) as an
+    (O, b-a, H', W') view of the product, still in cache. Chunks are shared out over
+    :mod:`scratchadv.threads`; ``emit`` writes chunk a:b's part of its outputs only."""
     x = onp.ascontiguousarray(x)
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     ho, _, wo, L = _geometry(x.shape, kh, kw)
     dt = onp.result_type(x, w)
-    w2t = _w_rows(w, dt).T
-    k = w2t.shape[0]
+    w2 = _w_rows(w, dt)
+    k = w2.shape[1]
     step, chunks = _chunks(n, (k * x.itemsize + o * onp.dtype(dt).itemsize) * L)
-    y = onp.empty((n, o, ho, wo), dtype=dt)
+    if bias is not None:
+        bias = onp.asarray(bias, dtype=dt)
 
     def work(group):
         buf = onp.empty(k * step * L, dtype=x.dtype)
         rows = onp.empty(step * L * o, dtype=dt)
         for a, b in group:
-            r = rows[:(b - a) * L * o]
-            onp.matmul(_unfold(x[a:b], kh, kw, buf).T, w2t, out=r.reshape(-1, o))
-            y[a:b] = _pixels(r, b - a, ho, wd, wo, L, o).transpose(0, 3, 1, 2)
+            r = rows[:(b - a) * L * o].reshape(o, -1)
+            onp.matmul(w2, _unfold(x[a:b], kh, kw, buf), out=r)
+            if bias is not None:      # one add over the chunk's sums, in cache
+                r += bias[:, None]
+            emit(a, b, _pixels(r, b - a, ho, wd, wo, L))
         return group
 
     map_groups(work, chunks)
-    return y
 
 
 @primitive
@@ -317,19 +339,25 @@ def _max_and_masks(x):
     masks = onp.empty((4,) + m.shape, dtype=bool)
 
     def part(a, b):
-        taken = None
-        for k, (i, j) in enumerate(_OFFSETS[:3]):
-            mk = masks[k, a:b]
-            onp.equal(x[a:b, :, i::2, j::2], m[a:b], out=mk)
-            if taken is None:
-                taken = mk.copy()
-            else:
-                mk &= ~taken
-                taken |= mk
-        onp.logical_not(taken, out=masks[3, a:b])
+        _first_max([x[a:b, :, i::2, j::2] for i, j in _OFFSETS], m[a:b], masks[:, a:b])
 
     _over_images(part, len(x), x.nbytes)
     return m, masks
+
+
+def _first_max(quads, m, masks):
+    """masks[k] = where quads[k] is the first of the four window entries equal to their
+    maximum m (quads in _OFFSETS order; all of one shape, any strides)."""
+    taken = None
+    for k in range(3):
+        mk = masks[k]
+        onp.equal(quads[k], m, out=mk)
+        if taken is None:
+            taken = mk.copy()
+        else:
+            mk &= ~taken
+            taken |= mk
+    onp.logical_not(taken, out=masks[3])
 
 
 def pool_argmax(x):
@@ -405,6 +433,82 @@ def maxpool2d(x):
         return _window_max(x)
     y, masks = _max_and_masks(getval(x))
     return _pool_select(x, masks, y)
+
+
+# ---------------------------------------------------------------------------
+# Convolution + bias + pooling in one pass (the lecture's Conv, MaxPool blocks)
+# ---------------------------------------------------------------------------
+
+def conv_pool(x, w, b):
+    """``maxpool2d(conv2d(x, w) + b[None, :, None, None])``, the chunks pooled while in cache.
+
+    x: (N, C, H, W); w: (O, C, kh, kw); b: (O,); H-kh+1 and W-kw+1 even
+    -> (N, O, (H-kh+1)/2, (W-kw+1)/2), dtype of x.
+
+    The same values, gradients (of every order) and first-max routing as the
+    composition, bit for bit. Each chunk's sums get the bias added right after its matmul,
+    in cache; when nothing is differentiated they are pooled there too, so the
+    full-resolution output never goes to memory. The gradient is the composition's,
+    written with the same primitives (:func:`_pool_scatter` once, then the two adjoints of
+    conv2d, and the bias's sum in the order autograd's broadcasting takes it).
+    """
+    _check_conv(np.shape(x), np.shape(w))
+    n, o, ho, wo = _conv_shape(np.shape(x), np.shape(w))
+    if ho % 2 or wo % 2:
+        raise ValueError(f"conv_pool: the convolution's output {(ho, wo)} must have an even "
+                         f"height and width to be pooled 2x2")
+    if np.shape(b) != (o,):
+        raise ValueError(f"conv_pool: expected a bias of shape ({o},), got {np.shape(b)}")
+    xv, wv = getval(x), getval(w)
+    dt = onp.result_type(xv, wv)
+    if isbox(x) or isbox(w) or isbox(b):
+        # the masks are quicker over the whole output than chunk by chunk (their views'
+        # rows are only W'/2 long): the chunks write conv + bias, then one pooling pass
+        y = onp.empty((n, o, ho, wo), dtype=dt)
+
+        def emit(a, bb, pix):
+            y[a:bb] = pix.transpose(1, 0, 2, 3)
+
+        _conv_chunks(xv, wv, getval(b), emit)
+        pooled, masks = _max_and_masks(y)
+        return _conv_pool_select(x, w, b, masks, pooled)
+    pooled = onp.empty((n, o, ho // 2, wo // 2), dtype=dt)
+
+    def emit_pooled(a, bb, pix):
+        quads = [pix[:, :, i::2, j::2] for i, j in _OFFSETS]       # (O, m, H'/2, W'/2) each
+        out = pooled[a:bb].transpose(1, 0, 2, 3)
+        onp.maximum(onp.maximum(quads[0], quads[1]), onp.maximum(quads[2], quads[3]), out=out)
+
+    _conv_chunks(xv, wv, b, emit_pooled)
+    return pooled
+
+
+@primitive
+def _conv_pool_select(x, w, b, masks, pooled):
+    """The pooled outputs of :func:`conv_pool` (computed there), on the tape."""
+    return pooled
+
+
+def _bias_grad(full):
+    # as autograd's broadcasting adjoint sums a (1, O, 1, 1) bias: one axis at a time
+    for axis in (0, 2, 3):
+        full = np.sum(full, axis=axis, keepdims=True)
+    return np.reshape(full, (-1,))
+
+
+def _conv_pool_vjp(argnums, ans, args, kwargs):
+    x, w, _, masks, _ = args
+
+    def vjp(g):
+        full = _pool_scatter(g, masks)          # the gradient w.r.t. conv2d(x, w) + b, once
+        grads = {0: lambda: conv2d_input_grad(full, w, np.shape(x)),
+                 1: lambda: conv2d_weight_grad(full, x, np.shape(w)),
+                 2: lambda: _bias_grad(full)}
+        return tuple(grads[i]() for i in argnums)
+    return vjp
+
+
+defvjp_argnums(_conv_pool_select, _conv_pool_vjp)
 
 
 # ---------------------------------------------------------------------------

@@ -22,15 +22,16 @@ Each workload runs twice: once plainly (its wall time) and once under a profile 
 (``sys.setprofile``) that times every call of a function of ``scratchadv/ops.py`` and
 ``scratchadv/optim.py`` by its *self* time (time inside it, less the tracked functions it
 calls) and adds up the bytes of the arrays it receives and returns. Those functions are
-the primitives (conv2d and its two adjoints, the pooling select/scatter/gather, relu),
+the primitives (conv2d and its two adjoints, the fused conv + bias + pooling block
+``conv_pool``, the pooling select/scatter/gather, relu),
 their compositions (dense, log_softmax, cross-entropy) and the optimizer's update; a
 primitive's time is NumPy's C code (BLAS and element-wise passes), so the hook's own cost,
 paid per Python-level call, barely touches it. What no tracked function accounts for
 ("everything else": autograd's tape, the attacks' and the trainer's own array work,
 Python) is the plain wall time minus the tracked self times.
 
-The pass of each primitive: ``conv2d``, ``_max_and_masks``, ``_pool_select`` and ``relu``
-run in the forward pass; ``conv2d_input_grad``, ``conv2d_weight_grad`` and
+The pass of each primitive: ``conv2d``, ``conv_pool`` (with its chunk loop
+``_conv_chunks``), ``_max_and_masks``, ``_pool_select`` and ``relu`` run in the forward pass; ``conv2d_input_grad``, ``conv2d_weight_grad`` and
 ``_pool_scatter`` in the backward pass (and, in double backprop, in the backward pass of
 the backward pass, with ``_pool_gather``). Bytes are those of the arguments and results
 (a lower bound of the memory traffic: temporaries inside are not counted); bytes / self
@@ -49,6 +50,8 @@ PASS = {"conv2d": "forward", "_max_and_masks": "forward", "_pool_select": "forwa
         "dense": "forward", "flatten": "forward", "maxpool2d": "forward",
         "conv2d_input_grad": "backward", "conv2d_weight_grad": "backward", "_pool_scatter": "backward",
         "_pool_gather": "backward (2nd order)", "_window_max": "forward",
+        "conv_pool": "forward", "_conv_chunks": "forward", "_first_max": "forward",
+        "_conv_pool_select": "forward", "_conv_pool_vjp": "backward", "_bias_grad": "backward",
         "_unfold": "im2col copies", "_flat_rows": "im2col copies", "log_softmax": "loss", "cross_entropy": "loss",
         "per_example_cross_entropy": "loss", "one_hot": "loss"}
 

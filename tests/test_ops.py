@@ -244,6 +244,68 @@ def test_check_grads_conv2d_and_its_adjoints():
     _check(lambda xx: ops.conv2d_weight_grad(g, xx, w.shape), x)
 
 
+def _composed_conv_pool(x, w, b):
+    return ops.maxpool2d(ops.conv2d(x, w) + anp.reshape(b, (1, -1, 1, 1)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c, o, hw, chunk_bytes", [(1, 10, 28, None), (10, 20, 12, None),
+                                                   (2, 3, 10, 3000)])
+def test_conv_pool_is_the_composition_bit_for_bit(dtype, c, o, hw, chunk_bytes, monkeypatch):
+    """Values, the gradient w.r.t. each argument and a second-order gradient: the fused
+    block is conv2d + bias, then maxpool2d, exactly (also on tied windows)."""
+    if chunk_bytes:
+        monkeypatch.setattr(ops, "_CHUNK_BYTES", chunk_bytes)
+    r = np.random.default_rng(11)
+    n = 9
+    x = r.random((n, c, hw, hw)).astype(dtype)
+    x[:3] = 0.5                                  # constant images: tied windows
+    w = r.standard_normal((o, c, 5, 5)).astype(dtype)
+    b = r.standard_normal(o).astype(dtype)
+    got = ops.conv_pool(x, w, b)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, _composed_conv_pool(x, w, b))
+    g = r.standard_normal(got.shape).astype(dtype)
+    for argnum in range(3):
+        fused = grad(lambda *a: anp.sum(ops.conv_pool(*a) * g), argnum)(x, w, b)
+        composed = grad(lambda *a: anp.sum(_composed_conv_pool(*a) * g), argnum)(x, w, b)
+        np.testing.assert_array_equal(fused, composed, err_msg=f"argument {argnum}")
+
+    def second(block, argnum):
+        def h(*params):
+            args = (x,) + params
+            inner = grad(lambda xx: anp.sum(block(xx, *args[1:]) ** 2))(x)
+            return anp.sum(inner ** 2)
+        return grad(h, argnum)(w, b)
+    for argnum in (0, 1):
+        np.testing.assert_array_equal(second(ops.conv_pool, argnum), second(_composed_conv_pool, argnum))
+
+
+def test_conv_pool_matches_the_loop_references():
+    r = np.random.default_rng(12)
+    x, w, b = r.standard_normal((2, 2, 9, 7)), r.standard_normal((3, 2, 4, 2)), r.standard_normal(3)
+    ref = ref_maxpool2d(ref_conv2d(x, w) + b[None, :, None, None])
+    np.testing.assert_allclose(ops.conv_pool(x, w, b), ref, rtol=RTOL, atol=1e-13)
+
+
+def test_check_grads_conv_pool():
+    r = np.random.default_rng(13)
+    x, w, b = r.standard_normal((2, 2, 7, 7)), r.standard_normal((3, 2, 4, 4)), r.standard_normal(3)
+    _check(lambda xx: ops.conv_pool(xx, w, b), x)
+    _check(lambda ww: ops.conv_pool(x, ww, b), w)
+    _check(lambda bb: ops.conv_pool(x, w, bb), b)
+
+
+@pytest.mark.parametrize("xs, ws, bs, match", [
+    ((2, 1, 9, 9), (3, 1, 3, 3), (3,), "even height and width"),
+    ((2, 1, 8, 8), (3, 1, 3, 3), (4,), r"expected a bias of shape \(3,\)"),
+    ((2, 2, 8, 8), (3, 1, 3, 3), (3,), "channels must match"),
+])
+def test_conv_pool_rejects_bad_shapes(xs, ws, bs, match):
+    with pytest.raises(ValueError, match=match):
+        ops.conv_pool(np.zeros(xs), np.zeros(ws), np.zeros(bs))
+
+
 def test_check_grads_pooling_relu_dense_softmax():
     r = np.random.default_rng(6)
     x = r.standard_normal((2, 3, 4, 6))        # continuous values: no ties, no zeros

@@ -25,10 +25,14 @@ def _conv_case(c, o, hw, n=37, dtype=np.float32, seed=0):
 def _all_ops(x, w, g):
     y = ops.conv2d(x, w)
     m, masks = ops._max_and_masks(y)
+    b = np.linspace(-1, 1, len(w)).astype(x.dtype)
+    conv_pool = {"conv_pool": ops.conv_pool(x, w, b),
+                 "conv_pool_grad_w": grad(lambda ww: np.sum(ops.conv_pool(x, ww, b) ** 2))(w)}
     return {"conv2d": y, "input_grad": ops.conv2d_input_grad(g, w, x.shape),
             "weight_grad": ops.conv2d_weight_grad(g, x, w.shape),
             "pool_max": m, "pool_masks": masks, "window_max": ops._window_max(y),
-            "scatter": ops._pool_scatter(m, masks), "gather": ops._pool_gather(y, masks)}
+            "scatter": ops._pool_scatter(m, masks), "gather": ops._pool_gather(y, masks),
+            **conv_pool}
 
 
 @pytest.mark.parametrize("c, o, hw", [(1, 10, 28), (10, 20, 12)])
