@@ -269,18 +269,22 @@ class _Mailbox:
         return pickle.loads(buf[8:8 + n])
 
 
-def _poll(sem, seconds):
+def _poll(sem, seconds, parent):
     """Take ``sem``: poll it for ``seconds`` (yielding the core to anything else runnable),
-    then wait asleep."""
+    then wait asleep. False if the process ``parent`` is gone meanwhile (killed: nobody
+    will ask again)."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         if sem.acquire(False):
-            return
+            return True
         os.sched_yield()
-    sem.acquire()
+    while not sem.acquire(timeout=1.0):
+        if os.getppid() != parent:
+            return False
+    return True
 
 
-def _lockstep_loop(shared, names, capacity, sems, poll_seconds):
+def _lockstep_loop(shared, names, capacity, sems, poll_seconds, parent):
     """A Lockstep worker: answer each request ``(fn, task)`` with ``(True, fn(shared,
     *task))`` or ``(False, error text)``, until the request None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -289,8 +293,7 @@ def _lockstep_loop(shared, names, capacity, sems, poll_seconds):
     inbox, outbox = (_Mailbox(capacity, None, name=n) for n in names)
     inbox.ready, outbox.ready = sems
     try:
-        while True:
-            _poll(inbox.ready, poll_seconds)
+        while _poll(inbox.ready, poll_seconds, parent):
             request = inbox.read()
             if request is None:
                 return
@@ -341,7 +344,8 @@ class Lockstep:
                     self._boxes.append((inbox, outbox))
                     proc = ctx.Process(target=_lockstep_loop, daemon=True,
                                        args=(sent, (inbox.block.name, outbox.block.name),
-                                             capacity, (inbox.ready, outbox.ready), poll_seconds))
+                                             capacity, (inbox.ready, outbox.ready), poll_seconds,
+                                             os.getpid()))
                     proc.start()
                     self._procs.append(proc)
         except BaseException:

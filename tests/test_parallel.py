@@ -391,3 +391,38 @@ def test_the_step_in_parts_through_lockstep_is_the_workers_result():
     for k in p:                  # one BLAS thread in both kinds of worker: the same bits
         np.testing.assert_array_equal(got[1][k], ref[1][k])
     assert got[0] == ref[0] and got[2:] == ref[2:]
+
+
+ORPHAN = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from scratchadv.parallel import Lockstep
+w = Lockstep(2, {}, 1 << 12)
+print(" ".join(str(p.pid) for p in w._procs), flush=True)
+os.kill(os.getpid(), 9)                        # no clean-up of any kind
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_lockstep_workers_stop_when_their_parent_is_killed():
+    import subprocess
+    import sys
+    import time
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    out = subprocess.run([sys.executable, "-c", ORPHAN, root], capture_output=True, text=True,
+                         timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:           # a zombie is gone too
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.time() + 10
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)
