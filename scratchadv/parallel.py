@@ -124,6 +124,25 @@ def _attach(name, shape, dtype):
     return out
 
 
+def _to_send(shared, workers, blocks):
+    """``shared`` as the workers receive it: large arrays moved to shared memory (their
+    blocks appended to ``blocks``, for the caller to release), after checking that the
+    rest pickles (``TypeError`` saying what to do otherwise)."""
+    import numpy as onp
+    try:
+        pickle.dumps({k: v for k, v in shared.items() if not isinstance(v, onp.ndarray)})
+    except Exception as e:       # lambdas, closures, open files ...
+        raise TypeError(f"workers={workers}: everything a worker process needs must "
+                        f"pickle, and this does not: {e} (use workers=1 for functions "
+                        "defined inside other functions)") from None
+    sent = dict(shared)
+    for k, v in shared.items():
+        if isinstance(v, onp.ndarray) and v.nbytes >= SHARED_MEMORY_BYTES and v.dtype.kind in "biuf":
+            sent[k] = _SharedArray(v)
+            blocks.append(sent[k])
+    return sent
+
+
 def _init(shared):
     # Ctrl-C goes to the whole process group: the caller handles it (saves its state,
     # stops the pool), so a worker ignores it rather than dying mid-task with a traceback
@@ -170,20 +189,8 @@ class Workers:
         self._pool = None
         self._blocks = []
         if self.workers > 1:
-            import numpy as onp
-            sent = dict(shared)
             try:
-                pickle.dumps({k: v for k, v in sent.items() if not isinstance(v, onp.ndarray)})
-            except Exception as e:       # lambdas, closures, open files ...
-                raise TypeError(f"workers={self.workers}: everything a worker process needs must "
-                                f"pickle, and this does not: {e} (use workers=1 for functions "
-                                "defined inside other functions)") from None
-            try:
-                for k, v in shared.items():
-                    if isinstance(v, onp.ndarray) and v.nbytes >= SHARED_MEMORY_BYTES \
-                            and v.dtype.kind in "biuf":
-                        sent[k] = _SharedArray(v)
-                        self._blocks.append(sent[k])
+                sent = _to_send(shared, self.workers, self._blocks)
                 self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_init, initargs=(sent,))
@@ -329,15 +336,9 @@ class Lockstep:
         self._procs, self._boxes, self._blocks = [], [], []
         if self.workers == 1:
             return
-        import numpy as onp
         ctx = multiprocessing.get_context("spawn")
-        sent = dict(shared)
         try:
-            for k, v in shared.items():
-                if isinstance(v, onp.ndarray) and v.nbytes >= SHARED_MEMORY_BYTES \
-                        and v.dtype.kind in "biuf":
-                    sent[k] = _SharedArray(v)
-                    self._blocks.append(sent[k])
+            sent = _to_send(shared, self.workers, self._blocks)
             with _pinned_blas():
                 for _ in range(self.workers):
                     inbox, outbox = _Mailbox(capacity, ctx), _Mailbox(capacity, ctx)

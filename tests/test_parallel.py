@@ -369,6 +369,12 @@ def test_lockstep_raises_a_task_error_and_stays_usable():
         assert w.map(scaled, [(0,), (1,)]) == [0.0, 2.0]
 
 
+def test_lockstep_refuses_what_does_not_pickle_before_starting_anything():
+    from scratchadv.parallel import Lockstep
+    with pytest.raises(TypeError, match="workers=2: everything a worker process needs must pickle"):
+        Lockstep(2, {"f": lambda x: x, "a": np.zeros(1 << 18)}, 1 << 12)
+
+
 def test_lockstep_reports_a_worker_that_died():
     from scratchadv.parallel import Lockstep
     with Lockstep(2, {}, 1 << 16) as w:
