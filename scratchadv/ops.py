@@ -161,13 +161,17 @@ def conv2d(x, w):
     dropping the wrap-around columns on the way.
     """
     _check_conv(x.shape, w.shape)
-    n, o, ho, wo = _conv_shape(x.shape, w.shape)
-    y = onp.empty((n, o, ho, wo), dtype=onp.result_type(x, w))
+    return _conv_output(x, w, None)
+
+
+def _conv_output(x, w, bias):
+    """conv2d(x, w) (+ bias per output channel, when given) as an (N, O, H', W') array."""
+    y = onp.empty(_conv_shape(x.shape, w.shape), dtype=onp.result_type(x, w))
 
     def emit(a, b, pix):
         y[a:b] = pix.transpose(1, 0, 2, 3)
 
-    _conv_chunks(x, w, None, emit)
+    _conv_chunks(x, w, bias, emit)
     return y
 
 
@@ -464,13 +468,7 @@ def conv_pool(x, w, b):
     if isbox(x) or isbox(w) or isbox(b):
         # the masks are quicker over the whole output than chunk by chunk (their views'
         # rows are only W'/2 long): the chunks write conv + bias, then one pooling pass
-        y = onp.empty((n, o, ho, wo), dtype=dt)
-
-        def emit(a, bb, pix):
-            y[a:bb] = pix.transpose(1, 0, 2, 3)
-
-        _conv_chunks(xv, wv, getval(b), emit)
-        pooled, masks = _max_and_masks(y)
+        pooled, masks = _max_and_masks(_conv_output(xv, wv, getval(b)))
         return _conv_pool_select(x, w, b, masks, pooled)
     pooled = onp.empty((n, o, ho // 2, wo // 2), dtype=dt)
 

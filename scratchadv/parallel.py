@@ -323,9 +323,10 @@ class Lockstep:
     list of results in task order, ``fn(shared, *task)`` each, as :class:`Workers` would
     (``fn`` module-level); the workers are started once and kept between rounds.
     ``capacity``: the largest pickled task or result in bytes (a training step sends its
-    weights and receives a gradient of the same size). ``workers=1`` runs the task here. The workers have one BLAS
-    thread each, as in :class:`Workers`; an error in a task is raised here as a
-    ``RuntimeError`` with the worker's traceback; a worker that dies is one too.
+    weights and receives a gradient of the same size). ``workers=1`` runs the task here.
+    The workers have one BLAS thread each, as in :class:`Workers`; an error in a task is
+    raised here as a ``RuntimeError`` with the worker's traceback; a worker that dies is
+    one too.
     """
 
     def __init__(self, workers, shared, capacity, poll_seconds=POLL_SECONDS):

@@ -196,6 +196,13 @@ def _shared(defense, **opts):
     return {"transform": transform, "loss_fn": loss_fn, "predict_fn": portable(predict)}
 
 
+def _ten_images_into(shared):
+    """Ten training images put in ``shared``: (x, y, params, the batch's indices)."""
+    x, y = _train_data(10)
+    shared.update(x=x, y=y)
+    return x, y, init_params(0), np.arange(10)
+
+
 def noisy_transform(params, xb, yb, rng, epoch):
     """A batch transform whose output shows which generator it got (and pickles)."""
     return xb + rng.uniform(0, 0.01, size=xb.shape).astype(xb.dtype), yb
@@ -207,10 +214,7 @@ def test_the_step_in_parts_is_the_same_in_worker_processes(defense, opts):
     shared = _shared("none" if defense == "noise" else defense, **opts)
     if defense == "noise":
         shared["transform"] = noisy_transform
-    x, y = _train_data(10)
-    p = init_params(0)
-    shared.update(x=x, y=y)
-    idx = np.arange(10)
+    x, y, p, idx = _ten_images_into(shared)
     ref = _step_in_parts(InlinePool(2, shared), p, idx, (0, 1, 3), 1)
     with Workers(2, shared) as pool:
         got = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
@@ -236,10 +240,7 @@ def test_an_attack_step_in_parts_joins_what_each_worker_computed(defense):
     reference is each part's step computed in the same worker processes."""
     from scratchadv.train import _part_step, _step_in_parts
     shared = _shared(defense, eps=0.2, pgd_steps=2)
-    x, y = _train_data(10)
-    p = init_params(0)
-    shared.update(x=x, y=y)
-    idx = np.arange(10)
+    x, y, p, idx = _ten_images_into(shared)
     with Workers(2, shared) as pool:
         got = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
         again = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
@@ -386,10 +387,7 @@ def test_the_step_in_parts_through_lockstep_is_the_workers_result():
     from scratchadv.parallel import Lockstep
     from scratchadv.train import _step_in_parts
     shared = _shared("gradreg", lam=0.5)
-    x, y = _train_data(10)
-    p = init_params(0)
-    shared.update(x=x, y=y)
-    idx = np.arange(10)
+    x, y, p, idx = _ten_images_into(shared)
     with Workers(2, shared) as pool:
         ref = _step_in_parts(pool, p, idx, (0, 1, 3), 1)
     with Lockstep(2, shared, 1 << 20) as pool:
