@@ -262,3 +262,32 @@ def test_square_in_an_evaluation_restarts_on_the_images_left_and_joins_the_worst
     np.testing.assert_array_equal(parse_mask(row2["masks"]["worst_case"]),
                                   masks["clean"] & masks["fgsm"] & masks["pgd"] & masks["square"])
     assert two["doubled_steps"]["attack"] == "pgd"
+
+
+def test_pgd_in_the_evaluation_stops_each_image_at_its_first_success(params, data, monkeypatch):
+    """The evaluation's PGD drops an image once it is fooled: the report is the one of
+    PGD running every step on every image, and fewer images go through the network."""
+    import scratchadv.evaluate.protocol as protocol
+    from scratchadv.model import predict
+    x, y = data
+    seen = []
+
+    def counting(p, xb):
+        seen.append(len(xb))
+        return predict(p, xb)
+
+    kw = dict(eps_list=(0.0, 0.01, 0.02, 0.04), attacks=("pgd",), steps=8, restarts=2, verbose=False,
+              predict_fn=counting)
+    fast = evaluate_model(params, x, y, **kw)
+    fast_images = sum(seen)
+    seen.clear()
+    every_step = protocol.pgd
+    monkeypatch.setattr(protocol, "pgd", lambda *a, **k: every_step(*a, **{**k, "early_stop": False}))
+    full = evaluate_model(params, x, y, **kw)
+    full_images = sum(seen)
+    accs = [r["accuracy"]["pgd"] for r in full["results"] if 0 < r["eps"] < FINAL_EPS]
+    assert any(0 < a < 1 for a in accs), accs          # some images fall, some do not
+    for a, b in zip(fast["results"], full["results"]):
+        assert a["masks"] == b["masks"] and a["first_restart_accuracy"] == b["first_restart_accuracy"]
+    assert fast["doubled_steps"] == full["doubled_steps"]
+    assert fast_images < 0.8 * full_images, (fast_images, full_images)
