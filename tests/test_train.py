@@ -174,3 +174,41 @@ def test_lecture_training_reaches_the_lecture_accuracy(natural_model, mnist):
     assert accuracy(params, x_test, y_test) >= 0.990
     assert accuracy(params, x_train, y_train) >= 0.993
     assert history["val_accuracy"][-1] == pytest.approx(accuracy(params, x_test, y_test))
+
+
+@pytest.mark.parametrize("defense", ["gradreg", "trades"])
+def test_a_defense_step_takes_its_accuracy_from_the_losss_own_forward_pass(defense):
+    """The logits behind the running accuracy are those of the loss's forward pass on the
+    batch (no pass of their own), equal to a separate forward; loss and gradient unchanged."""
+    from autograd import value_and_grad
+    from scratchadv.defenses import make_defense
+    from scratchadv.model import predict
+    from scratchadv.train import _value_grad_logits
+    calls = []
+
+    def counting(p, x):
+        calls.append(len(x))
+        return predict(p, x)
+
+    params = {k: v.astype(np.float64) for k, v in init_params(2).items()}
+    x = tiny_images(8, seed=4, dtype=np.float64)
+    y = np.arange(8, dtype=np.int64) % 10
+    loss_fn, transform, _ = make_defense(defense, **({"pgd_steps": 2} if defense == "trades" else {}),
+                                         predict_fn=counting)
+    if transform is not None:
+        x, y = transform(params, x, y, np.random.default_rng(0), 0)
+    calls.clear()
+    value, grads, logits = _value_grad_logits(loss_fn, counting, params, x, y)
+    in_step = len(calls)
+    calls.clear()
+    ref_value, ref_grads = value_and_grad(loss_fn)(params, x, y)
+    assert in_step == len(calls)                     # the loss's own passes and nothing more
+    np.testing.assert_allclose(logits, predict(params, x), rtol=1e-12, atol=1e-12)
+    assert value == pytest.approx(float(ref_value), rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-12, atol=1e-14)
+    # a loss that does not name its model: the accuracy pays a forward pass of its own
+    calls.clear()
+    _, _, logits2 = _value_grad_logits(lambda p, xb, yb: loss_fn(p, xb, yb), counting, params, x, y)
+    assert len(calls) == in_step + 1
+    np.testing.assert_allclose(logits2, logits, rtol=1e-12, atol=1e-12)
