@@ -825,7 +825,8 @@ def _add_demo(p):
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="processes for the defended models' data-parallel training and the "
                         "robustness evaluations, one BLAS thread each, and threads of the demo's own "
-                        "process (default: the CPUs available, at most 8; the numbers are "
+                        "process; with 2 or more, sections 2, 4 and 5 run in a second process beside "
+                        "the others (default: the CPUs available, at most 8; the numbers are "
                         "reproducible for a given count, and defended models trained with another "
                         "count are other models, cached apart)")
 

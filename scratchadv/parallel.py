@@ -28,6 +28,9 @@ answered through shared memory, with the workers polling for the next round inst
 sleeping. A sleeping process takes 70-150 us to wake on this kind of virtual machine and
 a round trip through a process pool about 1.2 ms (measured), against 7-12 ms of work a
 round.
+
+:class:`Beside` runs one long function call in a process of its own (one BLAS thread)
+while this process goes on with other work: independent parts of a long job side by side.
 """
 import multiprocessing
 import os
@@ -38,7 +41,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from .threads import ENV_VAR as THREADS_VAR    # scratchadv's own thread count, also 1 in a worker
 
-__all__ = ["Workers", "Lockstep", "available_cpus", "check_workers", "portable", "split_evenly"]
+__all__ = ["Workers", "Lockstep", "Beside", "available_cpus", "check_workers", "portable", "split_evenly"]
 
 #: variables that fix a BLAS's thread count when it loads
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -394,6 +397,84 @@ class Lockstep:
         for block in self._blocks:
             block.release()
         self._procs, self._boxes, self._blocks = [], [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Beside: one call in a process of its own, while this one goes on
+# ---------------------------------------------------------------------------
+
+def _beside_main(conn, fn, args):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the caller stops this process
+    try:
+        out = (True, fn(*args))
+    except BaseException:                            # noqa: B902 (sent back, raised there)
+        import traceback
+        out = (False, traceback.format_exc())
+    try:
+        conn.send(out)
+    except Exception as e:                           # the result does not pickle
+        conn.send((False, f"the result could not be sent back: {type(e).__name__}: {e}"))
+    conn.close()
+
+
+class Beside:
+    """``b = Beside(fn, *args)`` starts ``fn(*args)`` in a new process; ``b.result()`` waits
+    for it and returns its value.
+
+    ``fn`` (module-level) and ``args`` must pickle; the process has one BLAS thread (and
+    ``SCRATCHADV_THREADS=1``), as in :class:`Workers`, so it takes one core. ``done()``
+    says, without waiting, whether the result is ready. An error in ``fn`` is raised by
+    ``result()`` as a ``RuntimeError`` with the process's traceback, and so is the process
+    dying. ``close()`` (also on leaving a ``with`` block) stops the process if it is still
+    running: an interrupted caller leaves nothing behind.
+    """
+
+    def __init__(self, fn, *args):
+        for what, obj in (("fn", fn), ("args", args)):
+            try:
+                pickle.dumps(obj)
+            except Exception as e:
+                raise TypeError(f"Beside: {what} must pickle to reach the other process "
+                                f"({type(e).__name__}: {e})") from None
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._value = None
+        with _pinned_blas():
+            self._proc = ctx.Process(target=_beside_main, args=(child, fn, args), daemon=True)
+            self._proc.start()
+        child.close()
+
+    def done(self):
+        """True once the result (or the error) is ready, or the process has died."""
+        return self._value is not None or self._conn.poll() or not self._proc.is_alive()
+
+    def result(self):
+        """The value of ``fn(*args)``, waiting for it; ``RuntimeError`` if ``fn`` raised or
+        the process stopped without answering."""
+        if self._value is None:
+            try:
+                self._value = self._conn.recv()
+            except EOFError:
+                self._proc.join()
+                self._value = (False, f"the process stopped (exit code {self._proc.exitcode}) "
+                                      "before answering")
+            self._proc.join()
+        ok, value = self._value
+        if not ok:
+            raise RuntimeError(f"Beside: the call failed in its process: {value}")
+        return value
+
+    def close(self):
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+        self._conn.close()
 
     def __enter__(self):
         return self

@@ -222,3 +222,34 @@ def test_quick_demo_second_run_reuses_every_model_and_is_faster(quick_runs):
     for name in ("natural", "softmax regression", "MLP", "pgd-trained", "trades", "gradreg"):
         assert name in line, line
     assert line.count("(cached, measured when it was trained)") == 6, line
+
+
+@pytest.mark.mnist
+def test_a_failure_beside_is_raised_after_the_other_sections_are_written(tmp_path, monkeypatch):
+    """With workers=2 'fake' runs beside; its process failing stops nothing else: the
+    other sections finish and are written, then the error is raised."""
+    import scratchadv.parallel as parallel
+    started = []
+
+    class FailingBeside:
+        def __init__(self, fn, keys, *args):
+            started.append(list(keys))
+
+        def done(self):
+            return True
+
+        def result(self):
+            raise RuntimeError("Beside: the call failed in its process: on purpose")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(parallel, "Beside", FailingBeside)
+    out = tmp_path / "report"
+    with pytest.raises(RuntimeError, match="on purpose"):
+        demo.run_demo(out, quick=True, cache=tmp_path / "cache", sections=("train", "fake", "untargeted"),
+                      verbose=False, workers=2)
+    assert started == [["fake"]]
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["sections"]) == ["train", "untargeted"] and res["beside"] == ["fake"]
+    assert "Incomplete report" in (out / "README.md").read_text()

@@ -204,3 +204,15 @@ def test_a_square_warning_is_shown_where_it_was_raised(results):
     assert row[5].endswith("(Square warning)") and row[8] == "1 failed"
     # the other sections keep their own verdict
     assert "**Square warning**" not in section_text(readme, "adversarial_training")
+
+
+def test_the_run_time_line_says_which_sections_ran_beside(results):
+    line = next(ln for ln in format_readme(results).splitlines() if ln.startswith("- run time:"))
+    assert "second process" not in line                     # a run without them
+    r = copy.deepcopy(results)
+    r["beside"] = ["fake", "shallow_vs_deep", "targeted"]
+    line = next(ln for ln in format_readme(r).splitlines() if ln.startswith("- run time:"))
+    assert line.endswith("; sections 2, 4 and 5 ran in a second process, beside the others"), line
+    r["beside"] = ["targeted"]
+    line = next(ln for ln in format_readme(r).splitlines() if ln.startswith("- run time:"))
+    assert line.endswith("; section 5 ran in a second process, beside the others"), line

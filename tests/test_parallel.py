@@ -430,3 +430,58 @@ def test_lockstep_workers_stop_when_their_parent_is_killed():
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in pids)
+
+
+# ---------------------------------------------------------------------------
+# Beside: one call in a process of its own
+# ---------------------------------------------------------------------------
+
+def pid_and_blas(k):
+    import time as _time
+    _time.sleep(0.3)
+    return os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS"), 2 * k
+
+
+def raising(message):
+    raise ValueError(message)
+
+
+def sleeping(seconds):
+    import time as _time
+    _time.sleep(seconds)
+    return seconds
+
+
+def exiting(code):
+    os._exit(code)
+
+
+def test_beside_runs_the_call_in_another_process_with_one_blas_thread_while_this_one_goes_on():
+    from scratchadv.parallel import Beside
+    with Beside(pid_and_blas, 21) as b:
+        assert not b.done()                     # it sleeps 0.3 s there; nothing waits here
+        pid, blas, value = b.result()
+        assert b.done()
+        assert b.result() == (pid, blas, value)          # the value is kept
+    assert pid != os.getpid() and blas == "1" and value == 42
+
+
+def test_beside_raises_the_error_of_the_call_with_its_traceback():
+    from scratchadv.parallel import Beside
+    with Beside(raising, "fails on purpose") as b:
+        with pytest.raises(RuntimeError, match="(?s)Beside: the call failed.*ValueError: fails on purpose"):
+            b.result()
+    with Beside(exiting, 4) as b:
+        with pytest.raises(RuntimeError, match="stopped \\(exit code 4\\) before answering"):
+            b.result()
+
+
+def test_beside_refuses_what_does_not_pickle_and_stops_a_call_still_running():
+    import time
+    from scratchadv.parallel import Beside
+    with pytest.raises(TypeError, match="Beside: args must pickle"):
+        Beside(sleeping, lambda: 1)
+    t0 = time.perf_counter()
+    with Beside(sleeping, 60) as b:
+        proc = b._proc
+    assert not proc.is_alive() and time.perf_counter() - t0 < 30     # not left running for 60 s

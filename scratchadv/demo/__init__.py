@@ -33,8 +33,9 @@ module           what
                  JSON-ready dict; figures through :mod:`scratchadv.plots`, trained models
                  through :mod:`scratchadv.cache`
 ``report``       :func:`format_readme`: README.md as a pure function of results.json
-``run``          :func:`run_demo` (argument checks, data, the sections in order) and
-                 :func:`write_outputs`
+``run``          :func:`run_demo` (argument checks, data, the sections in order; with
+                 ``workers >= 2`` sections 2, 4, 5 in a second process beside the others)
+                 and :func:`write_outputs`
 ===============  ============================================================================
 
 The model cache (``default_cache_dir``, ``cache_key``, ``cached_fit``) lives in

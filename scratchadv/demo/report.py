@@ -488,6 +488,15 @@ _MD = {"train": _md_train, "fake": _md_fake, "untargeted": _md_untargeted,
 _MD_DEFENSE = {"adversarial_training": _md_adv, "gradient_regularization": _md_gradreg}
 
 
+def _beside_text(beside):
+    """'; sections 2, 4 and 5 ran in a second process beside the others' for the run-time line."""
+    if not beside:
+        return ""
+    nums = [str(SECTIONS.index(k) + 1) for k in SECTIONS if k in beside]
+    which = nums[0] if len(nums) == 1 else ", ".join(nums[:-1]) + " and " + nums[-1]
+    return f"; section{'s' if len(nums) > 1 else ''} {which} ran in a second process, beside the others"
+
+
 def format_readme(results):
     """The report as Markdown, a pure function of ``results`` (the content of results.json)."""
     refs = {**REFERENCES, **results.get("references", {})}
@@ -506,7 +515,8 @@ def format_readme(results):
              f"worker processes {results.get('workers', 1)}, finished {results.get('finished', 'n/a')}",
              f"- run time: {results.get('seconds', 0):.0f} s"
              + (" (" + ", ".join(f"section {i + 1} {secs[k]['seconds']:.0f} s" for i, k in enumerate(SECTIONS)
-                                 if k in secs) + ")" if secs else ""),
+                                 if k in secs) + ")" if secs else "")
+             + _beside_text(results.get("beside") or []),
              f"- models cached in `{results.get('cache')}`"]
     trained = _training_times(secs)
     if trained:

@@ -327,19 +327,41 @@ def section_targeted(ctx):
     return r
 
 
-def _defense_section(ctx, *, name, defense, options, number):
-    """Train defended model ``name`` through the cache, evaluate it like section 3 (FGSM,
-    PGD, sanity checks) and with AutoAttack (:func:`_autoattack_summary`)."""
+def defended_models(settings):
+    """The defended models of sections 6 and 7, in order: (section, name, defense, options)."""
+    s = settings
+    return [("adversarial_training", "pgd-trained", "pgd", {"pgd_steps": s["pgd_train_steps"]}),
+            ("adversarial_training", "trades", "trades", {"pgd_steps": s["pgd_train_steps"]}),
+            ("gradient_regularization", "gradreg", "gradreg", {"lam": s["gradreg_lam"]})]
+
+
+def train_defended(ctx, name):
+    """Defended model ``name`` through the cache -> ``(params, history, info)``; kept in
+    ``ctx["trained"]``, so a model trained ahead of its section (the demo does so when other
+    sections run beside) is not loaded again there."""
+    from ..model import ARCHITECTURE
+    done = ctx.setdefault("trained", {})
+    if name not in done:
+        _, _, defense, options = next(m for m in defended_models(ctx["settings"]) if m[1] == name)
+        s = ctx["settings"]
+        x_tr, y_tr = ctx["x_train"][:s["defense_n_train"]], ctx["y_train"][:s["defense_n_train"]]
+        x_val, y_val = ctx["x_test"][:s["n_val"]], ctx["y_test"][:s["n_val"]]
+        done[name] = cached_fit(name, ARCHITECTURE, x_tr, y_tr, x_val=x_val, y_val=y_val,
+                                epochs=s["defense_epochs"], batch_size=s["batch_size"],
+                                seed=ctx["seed"], defense=defense, defense_options=options,
+                                cache=ctx["cache"], verbose=ctx["verbose"],
+                                workers=ctx.get("workers", 1))
+    return done[name]
+
+
+def _defense_section(ctx, *, name, number):
+    """Train defended model ``name`` through the cache (:func:`train_defended`), evaluate
+    it like section 3 (FGSM, PGD, sanity checks) and with AutoAttack
+    (:func:`_autoattack_summary`)."""
     from ..evaluate import evaluate_model, plot_report
-    from ..model import ARCHITECTURE, predict
+    from ..model import predict
     s = ctx["settings"]
-    x_tr, y_tr = ctx["x_train"][:s["defense_n_train"]], ctx["y_train"][:s["defense_n_train"]]
-    x_val, y_val = ctx["x_test"][:s["n_val"]], ctx["y_test"][:s["n_val"]]
-    params, history, info = cached_fit(name, ARCHITECTURE, x_tr, y_tr, x_val=x_val, y_val=y_val,
-                                       epochs=s["defense_epochs"], batch_size=s["batch_size"],
-                                       seed=ctx["seed"], defense=defense, defense_options=options,
-                                       cache=ctx["cache"], verbose=ctx["verbose"],
-                                       workers=ctx.get("workers", 1))
+    params, history, info = train_defended(ctx, name)
     ctx["models"][name] = (params, predict)
     ctx["histories"][name] = history
     ne = s["eval_n"]
@@ -423,11 +445,9 @@ def section_adversarial_training(ctx):
     trained with the same settings. Both evaluated like section 3 and with AutoAttack, the
     natural model's AutoAttack numbers beside them (its evaluation is done here)."""
     s = ctx["settings"]
-    r = _defense_section(ctx, name="pgd-trained", defense="pgd",
-                         options={"pgd_steps": s["pgd_train_steps"]}, number=6)
+    r = _defense_section(ctx, name="pgd-trained", number=6)
     r["autoattack_natural"] = _autoattack_summary(ctx, "natural")
-    t = _defense_section(ctx, name="trades", defense="trades",
-                         options={"pgd_steps": s["pgd_train_steps"]}, number=6)
+    t = _defense_section(ctx, name="trades", number=6)
     r["figures"] += t.pop("figures")       # the section's figures, in the report's order
     r["trades"] = t
     models = {"PGD-trained": r, "TRADES": t}
@@ -449,8 +469,7 @@ def section_gradient_regularization(ctx):
     (natural, PGD-trained and TRADES from section 6, gradreg) compared, AutoAttack included."""
     from ..evaluate import write_comparison
     s = ctx["settings"]
-    r = _defense_section(ctx, name="gradreg", defense="gradreg", options={"lam": s["gradreg_lam"]},
-                         number=7)
+    r = _defense_section(ctx, name="gradreg", number=7)
     names = [k for k in ("natural", "pgd-trained", "trades", "gradreg") if k in ctx["reports"]]
     write_comparison([ctx["reports"][k] for k in names], ctx["out"])
     fig = "fig7-training-curves.png"
