@@ -127,17 +127,23 @@ def _attach(name, shape, dtype):
     return out
 
 
+def _check_pickles(obj, what, hint=""):
+    """``TypeError`` "<what> must pickle, and this does not: ..." unless ``obj`` pickles
+    (lambdas, closures, open files do not): said before any process starts."""
+    try:
+        pickle.dumps(obj)
+    except Exception as e:
+        raise TypeError(f"{what} must pickle, and this does not: {e}{hint}") from None
+
+
 def _to_send(shared, workers, blocks):
     """``shared`` as the workers receive it: large arrays moved to shared memory (their
     blocks appended to ``blocks``, for the caller to release), after checking that the
     rest pickles (``TypeError`` saying what to do otherwise)."""
     import numpy as onp
-    try:
-        pickle.dumps({k: v for k, v in shared.items() if not isinstance(v, onp.ndarray)})
-    except Exception as e:       # lambdas, closures, open files ...
-        raise TypeError(f"workers={workers}: everything a worker process needs must "
-                        f"pickle, and this does not: {e} (use workers=1 for functions "
-                        "defined inside other functions)") from None
+    _check_pickles({k: v for k, v in shared.items() if not isinstance(v, onp.ndarray)},
+                   f"workers={workers}: everything a worker process needs",
+                   " (use workers=1 for functions defined inside other functions)")
     sent = dict(shared)
     for k, v in shared.items():
         if isinstance(v, onp.ndarray) and v.nbytes >= SHARED_MEMORY_BYTES and v.dtype.kind in "biuf":
@@ -437,11 +443,7 @@ class Beside:
 
     def __init__(self, fn, *args):
         for what, obj in (("fn", fn), ("args", args)):
-            try:
-                pickle.dumps(obj)
-            except Exception as e:
-                raise TypeError(f"Beside: {what} must pickle to reach the other process "
-                                f"({type(e).__name__}: {e})") from None
+            _check_pickles(obj, f"Beside: {what}")
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe(duplex=False)
         self._value = None

@@ -26,7 +26,7 @@ import time
 from collections import namedtuple
 
 import numpy as onp
-from autograd import grad, value_and_grad
+from autograd import value_and_grad
 from autograd.tracer import getval
 
 from .checkpoint import CheckpointError, load_training_state, save_training_state
@@ -236,11 +236,17 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
     return st[0], history
 
 
+def _cross_entropy_of(params, xb, yb, *, predict_fn):
+    """The loss of a plain training step: mean cross-entropy of the model's logits."""
+    return cross_entropy(predict_fn(params, xb), yb)
+
+
 def _recording_logits(loss_fn, predict_fn, xb, box):
     """``loss_fn`` whose model call on ``xb`` itself leaves its (un-boxed) logits in
     ``box``, so the accuracy needs no forward pass of its own; None when ``loss_fn`` does
-    not say which model it calls (the defenses' losses are ``functools.partial``s with a
-    ``predict_fn`` keyword) or calls another one than ``predict_fn``."""
+    not say which model it calls (the defenses' losses, like the plain step's, are
+    ``functools.partial``s with a ``predict_fn`` keyword) or calls another one than
+    ``predict_fn``."""
     if not (isinstance(loss_fn, functools.partial) and "predict_fn" in loss_fn.keywords):
         return None
     inner = loss_fn.keywords["predict_fn"]
@@ -251,30 +257,22 @@ def _recording_logits(loss_fn, predict_fn, xb, box):
         z = inner(p, xx)
         if "logits" not in box:
             raw = getval(xx)
-            if raw.shape == xb.shape and onp.array_equal(raw, xb):   # TRADES: concat(x, x') == xb
+            if raw is xb or (raw.shape == xb.shape and onp.array_equal(raw, xb)):  # TRADES: concat(x, x')
                 box["logits"] = getval(z)
         return z
     return functools.partial(loss_fn, predict_fn=recording)
 
 
 def _value_grad_logits(loss_fn, predict_fn, params, xb, yb):
-    """(loss, gradient w.r.t. params, logits) on one batch; the logits come from the loss's
-    own forward pass on the batch when it has one (cross-entropy; the defenses' losses,
-    :func:`_recording_logits`), else from a forward pass of their own."""
-    if loss_fn is not None:
-        box = {}
-        value, grads = value_and_grad(_recording_logits(loss_fn, predict_fn, xb, box) or loss_fn)(params, xb, yb)
-        return float(value), grads, box["logits"] if "logits" in box else predict_fn(params, xb)
-    seen = {}
-
-    def objective(p):
-        logits = predict_fn(p, xb)
-        seen["logits"] = getval(logits)
-        return cross_entropy(logits, yb)
-
-    grads = grad(objective)(params)
-    # cross_entropy of the stored logits = the loss just differentiated
-    return float(cross_entropy(seen["logits"], yb)), grads, seen["logits"]
+    """(loss, gradient w.r.t. params, logits) on one batch. ``loss_fn`` None: cross-entropy.
+    The logits come from the loss's own forward pass on the batch when it has one
+    (cross-entropy, the defenses' losses: :func:`_recording_logits`), else from a forward
+    pass of their own."""
+    if loss_fn is None:
+        loss_fn = functools.partial(_cross_entropy_of, predict_fn=predict_fn)
+    box = {}
+    value, grads = value_and_grad(_recording_logits(loss_fn, predict_fn, xb, box) or loss_fn)(params, xb, yb)
+    return float(value), grads, box["logits"] if "logits" in box else predict_fn(params, xb)
 
 
 def _step_in_parts(pool, params, idx, key, epoch):
