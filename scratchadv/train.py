@@ -168,9 +168,7 @@ def fit(params, x, y, *, x_val=None, y_val=None, epochs=10, batch_size=128, opti
         # the training images go to each worker once; a step sends the weights and indices
         # and receives a gradient (through shared memory; the workers wait between steps
         # polling, not asleep)
-        capacity = sum(v.nbytes for v in params.values()) + 8 * batch_size + (64 << 10)
-        pool = Lockstep(workers, {"transform": batch_transform, "loss_fn": loss_fn,
-                                  "predict_fn": portable(predict_fn), "x": x, "y": y}, capacity)
+        pool = _step_pool(workers, params, x, y, batch_size, loss_fn, batch_transform, predict_fn)
     try:
         for epoch in range(start_epoch, epochs):
             if st[2] != epoch:
@@ -273,6 +271,15 @@ def _value_grad_logits(loss_fn, predict_fn, params, xb, yb):
     box = {}
     value, grads = value_and_grad(_recording_logits(loss_fn, predict_fn, xb, box) or loss_fn)(params, xb, yb)
     return float(value), grads, box["logits"] if "logits" in box else predict_fn(params, xb)
+
+
+def _step_pool(workers, params, x, y, batch_size, loss_fn, batch_transform, predict_fn):
+    """The worker processes of data-parallel steps (:func:`_step_in_parts`): the training
+    images sent once, each message room for the weights (or a gradient) and a batch's
+    indices."""
+    capacity = sum(v.nbytes for v in params.values()) + 8 * batch_size + (64 << 10)
+    return Lockstep(workers, {"transform": batch_transform, "loss_fn": loss_fn,
+                              "predict_fn": portable(predict_fn), "x": x, "y": y}, capacity)
 
 
 def _step_in_parts(pool, params, idx, key, epoch):

@@ -21,6 +21,7 @@ otherwise idle machine).
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -56,9 +57,7 @@ def median_ms(fn, repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    times.sort()
-    mid = len(times) // 2
-    return 1e3 * (times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2)
+    return 1e3 * statistics.median(times)
 
 
 def time_steps(x, y, params, workers, batch, repeats):
@@ -66,15 +65,13 @@ def time_steps(x, y, params, workers, batch, repeats):
     import numpy as onp
     from scratchadv import train
     from scratchadv.model import predict
-    from scratchadv.parallel import Lockstep, portable
-    shared = {"transform": None, "loss_fn": None, "predict_fn": portable(predict), "x": x, "y": y}
+    shared = {"transform": None, "loss_fn": None, "predict_fn": predict, "x": x, "y": y}
     idx = onp.arange(batch)
     part = idx[:-(-batch // workers)]          # the largest of the workers' parts
     key = (0, 0, 0)
     out = {"whole": median_ms(lambda: train._part_step(shared, params, idx, key, 0), repeats),
            "part": median_ms(lambda: train._part_step(shared, params, part, key, 0), repeats)}
-    capacity = sum(v.nbytes for v in params.values()) + 8 * batch + (64 << 10)
-    with Lockstep(workers, shared, capacity) as pool:
+    with train._step_pool(workers, params, x, y, batch, None, None, predict) as pool:
         out["in_workers"] = median_ms(lambda: train._step_in_parts(pool, params, idx, key, 0), repeats)
     return out
 
